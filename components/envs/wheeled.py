@@ -1,0 +1,357 @@
+"""Wheeled base in buildings (MiniWorld, OpenGL headless) with floor plans from YAML.
+
+``WheeledEnv`` (ids ``vla_stack/Wheeled-v0`` and ``vla_stack/WheeledHallway-v0``) builds the rooms of
+a :class:`~components.envs.floorplan.FloorPlan` with MiniWorld's ``add_rect_room`` and joins them
+with portals exactly like ``connect_rooms`` (the facing walls are taken from the floor plan instead
+of being searched for).
+
+* action ``Box([0, -1.5], [0.7, 1.5])`` = (v m/s, omega rad/s, positive = turn left), integrated at a
+  fixed ``dt`` (0.1 s): heading first, then a straight move checked against walls with MiniWorld's
+  ``intersect``; a blocked move slides along the wall if one axis is free (``info["collided"]``).
+* observation ``{"images": {"front": uint8 (H, W, 3)}, "depth": float32 (H, W) metres,
+  "state": float32 (2,) = last commanded (v, omega)}``; RGB and depth come from one render.
+* info: ``pose`` = (x, z, yaw) float64 (MiniWorld frame: forward = (cos yaw, -sin yaw) in (x, z)),
+  ``room`` (current room name, "" inside a door passage), ``goal_room``, ``instruction``,
+  ``is_success``, ``collided``.
+* **success**: the robot is inside the goal room (at least 0.3 m from its walls) and, when the goal room
+  defines an explicit ``goal`` point in the YAML (e.g. the end of ``hallway``), within
+  ``success_radius`` (1.0 m) of that point, which is marked by a small red box. The episode then
+  terminates; it truncates after ``max_episode_steps`` (400).
+* reset: with ``goal_room=None`` the goal room is drawn from the seed; the start pose is uniform in
+  another room (or, for a single-room plan, >= 3 m from the goal point) with a random heading.
+  ``reset(options={"goal_room": ..., "start_room": ..., "start_pose": (x, z, yaw)})`` overrides.
+
+MiniWorld keeps its static scene in an OpenGL display list; each env here allocates its own list so
+that several envs can live in one process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+os.environ.setdefault("PYGLET_HEADLESS", "true")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+from gymnasium import spaces  # noqa: E402
+from miniworld.entity import Box as BoxEntity  # noqa: E402
+from miniworld.miniworld import MiniWorldEnv, Room  # noqa: E402
+from pyglet.gl import (  # noqa: E402
+    GL_COMPILE,
+    glDeleteLists,
+    glEndList,
+    glGenLists,
+    glNewList,
+)
+
+from components.envs.floorplan import FloorPlan, load_floorplan  # noqa: E402
+
+V_MAX = 0.7
+W_MAX = 1.5
+WALL_MARGIN = 0.3  # "inside the goal room" means at least this far from its walls
+
+_WALL_TEX = ["drywall", "stucco", "concrete", "brick_wall", "wood_planks", "marble", "cinder_blocks", "wood"]
+_FLOOR_TEX = ["floor_tiles_bw", "wood", "concrete_tiles", "marble", "asphalt", "wood_planks", "rock", "cardboard"]
+
+
+def _room_edges(axis: str, room_is_low_side: bool) -> int:
+    """Edge index of an add_rect_room outline facing a neighbour.
+
+    Outline order: 0 east (x = max_x), 1 north (z = min_z), 2 west (x = min_x), 3 south (z = max_z).
+    """
+    if axis == "x":
+        return 0 if room_is_low_side else 2
+    return 3 if room_is_low_side else 1
+
+
+class WheeledEnv(MiniWorldEnv):
+    """Go to a named room of a floor plan with a continuously controlled wheeled base."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(
+        self,
+        floorplan: str | Path | FloorPlan = "hallway",
+        goal_room: str | None = None,
+        start_room: str | None = None,
+        image_size: tuple[int, int] = (60, 80),
+        max_episode_steps: int = 400,
+        dt: float = 0.1,
+        success_radius: float = 1.0,
+        min_start_distance: float = 3.0,
+        domain_rand: bool = False,
+        render_mode: str | None = None,
+    ):
+        self.plan = floorplan if isinstance(floorplan, FloorPlan) else load_floorplan(floorplan)
+        if goal_room is not None:
+            self.plan.room(goal_room)  # raises a clear KeyError naming the plan
+        if start_room is not None:
+            self.plan.room(start_room)
+        self.fixed_goal_room = goal_room
+        self.fixed_start_room = start_room
+        self.dt = float(dt)
+        self.success_radius = float(success_radius)
+        self.min_start_distance = float(min_start_distance)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self._list_id: int | None = None
+        self._reset_options: dict = {}
+        self.goal_room = goal_room or self.plan.rooms[0].name
+        self.instruction = ""
+        self.last_cmd = np.zeros(2, dtype=np.float32)
+        h, w = self.image_size
+        super().__init__(
+            max_episode_steps=int(max_episode_steps),
+            obs_width=w,
+            obs_height=h,
+            window_width=max(2 * w, 64),
+            window_height=max(2 * h, 48),
+            domain_rand=domain_rand,
+            render_mode=render_mode,
+        )
+        self.action_space = spaces.Box(
+            low=np.array([0.0, -W_MAX], dtype=np.float32),
+            high=np.array([V_MAX, W_MAX], dtype=np.float32),
+            dtype=np.float32,
+        )
+        self.observation_space = spaces.Dict(
+            {
+                "images": spaces.Dict({"front": spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)}),
+                "depth": spaces.Box(0.0, 100.0, (h, w), dtype=np.float32),
+                "state": spaces.Box(
+                    low=np.array([0.0, -W_MAX], dtype=np.float32),
+                    high=np.array([V_MAX, W_MAX], dtype=np.float32),
+                    dtype=np.float32,
+                ),
+            }
+        )
+
+    # ------------------------------------------------------------------ world building
+    def _connect(self, mw_rooms: dict[str, Room], door) -> None:
+        """MiniWorld connect_rooms with the facing edges given by the floor plan."""
+        ra, rb = self.plan.room(door.a), self.plan.room(door.b)
+        room_a, room_b = mw_rooms[door.a], mw_rooms[door.b]
+        if door.axis == "x":
+            a_low = ra.x[1] <= rb.x[0] + 1e-9
+            kw = {"min_z": door.span[0], "max_z": door.span[1]}
+        else:
+            a_low = ra.z[1] <= rb.z[0] + 1e-9
+            kw = {"min_x": door.span[0], "max_x": door.span[1]}
+        idx_a = _room_edges(door.axis, a_low)
+        idx_b = _room_edges(door.axis, not a_low)
+        start_a, end_a = room_a.add_portal(edge=idx_a, **kw)
+        start_b, end_b = room_b.add_portal(edge=idx_b, **kw)
+        if door.gap < 1e-6:
+            return
+        a = room_a.outline[idx_a] + room_a.edge_dirs[idx_a] * start_a
+        b = room_a.outline[idx_a] + room_a.edge_dirs[idx_a] * end_a
+        c = room_b.outline[idx_b] + room_b.edge_dirs[idx_b] * start_b
+        d = room_b.outline[idx_b] + room_b.edge_dirs[idx_b] * end_b
+        outline = np.stack([c, b, a, d])
+        outline = np.stack([outline[:, 0], outline[:, 2]], axis=1)
+        passage = Room(
+            outline,
+            wall_height=room_a.wall_height,
+            wall_tex=room_a.wall_tex_name,
+            floor_tex=room_a.floor_tex_name,
+            ceil_tex=room_a.ceil_tex_name,
+            no_ceiling=room_a.no_ceiling,
+        )
+        self.rooms.append(passage)
+        passage.add_portal(1, start_pos=0, end_pos=np.linalg.norm(b - a))
+        passage.add_portal(3, start_pos=0, end_pos=np.linalg.norm(d - c))
+
+    def _sample_start(self, start_room: str, goal_xz: np.ndarray, single_room: bool) -> np.ndarray:
+        r = self.plan.room(start_room)
+        m = self.agent.radius + 0.2
+        if len(self.wall_segs) == 0:
+            self._gen_static_data()
+        for _ in range(1000):
+            x = self.np_random.uniform(r.x[0] + m, r.x[1] - m)
+            z = self.np_random.uniform(r.z[0] + m, r.z[1] - m)
+            if single_room and math.hypot(x - goal_xz[0], z - goal_xz[1]) < self.min_start_distance:
+                continue
+            if self.intersect(self.agent, np.array([x, 0.0, z]), self.agent.radius):
+                continue
+            return np.array([x, 0.0, z])
+        raise RuntimeError(f"{self.plan.source}: cannot place the robot in room {start_room!r}")
+
+    def _gen_world(self):
+        opts = self._reset_options
+        names = self.plan.room_names
+        mw_rooms: dict[str, Room] = {}
+        for i, r in enumerate(self.plan.rooms):
+            mw_rooms[r.name] = self.add_rect_room(
+                min_x=r.x[0],
+                max_x=r.x[1],
+                min_z=r.z[0],
+                max_z=r.z[1],
+                wall_tex=_WALL_TEX[i % len(_WALL_TEX)],
+                floor_tex=_FLOOR_TEX[i % len(_FLOOR_TEX)],
+            )
+        for door in self.plan.doors:
+            self._connect(mw_rooms, door)
+
+        goal = opts.get("goal_room") or self.fixed_goal_room
+        if goal is None:
+            goal = names[int(self.np_random.integers(len(names)))]
+        self.plan.room(goal)
+        self.goal_room = goal
+        groom = self.plan.room(goal)
+        self.goal_xz = np.asarray(groom.goal_point, dtype=np.float64)
+        self.instruction = f"go to the {groom.text}"
+
+        self.goal_box = None
+        if groom.goal is not None:
+            self.goal_box = self.place_entity(
+                BoxEntity(color="red", size=0.5), pos=np.array([self.goal_xz[0], 0.0, self.goal_xz[1]]), dir=0.0
+            )
+
+        start_pose = opts.get("start_pose")
+        if start_pose is not None:
+            x, z, yaw = (float(v) for v in start_pose)
+            self.place_agent(pos=np.array([x, 0.0, z]), dir=yaw)
+            self.start_room = self.plan.room_at(x, z) or ""
+            return
+        start = opts.get("start_room") or self.fixed_start_room
+        if start is None:
+            others = [n for n in names if n != goal]
+            start = others[int(self.np_random.integers(len(others)))] if others else goal
+        self.plan.room(start)
+        self.start_room = start
+        pos = self._sample_start(start, self.goal_xz, single_room=(start == goal))
+        yaw = float(self.np_random.uniform(-math.pi, math.pi))
+        self.place_agent(pos=pos, dir=yaw)
+
+    # Own display list per env (MiniWorld hard-codes list 1, shared by every env of a process).
+    def _render_static(self):
+        if self._list_id is None:
+            self._list_id = int(glGenLists(1))
+        glDeleteLists(self._list_id, 1)
+        glNewList(self._list_id, GL_COMPILE)
+        glEndList()
+        # Compile MiniWorld's static scene into our list by temporarily redirecting glNewList(1, ...).
+        import miniworld.miniworld as mwmod
+
+        orig_new, orig_del = mwmod.glNewList, mwmod.glDeleteLists
+        list_id = self._list_id
+        mwmod.glNewList = lambda _id, mode: orig_new(list_id, mode)
+        mwmod.glDeleteLists = lambda _id, n: orig_del(list_id, n)
+        try:
+            super()._render_static()
+        finally:
+            mwmod.glNewList, mwmod.glDeleteLists = orig_new, orig_del
+
+    def _render_world(self, frame_buffer, render_agent):
+        import miniworld.miniworld as mwmod
+
+        orig_call = mwmod.glCallList
+        list_id = self._list_id
+        mwmod.glCallList = lambda _id: orig_call(list_id)
+        try:
+            return super()._render_world(frame_buffer, render_agent)
+        finally:
+            mwmod.glCallList = orig_call
+
+    # ------------------------------------------------------------------ observation / info
+    def _observe(self) -> dict[str, Any]:
+        rgb = self.render_obs(self.obs_fb)
+        depth = self.obs_fb.get_depth_map(0.04, 100.0)[..., 0]
+        depth = np.clip(depth, 0.0, 100.0).astype(np.float32)
+        return {
+            "images": {"front": np.ascontiguousarray(rgb, dtype=np.uint8)},
+            "depth": np.ascontiguousarray(depth),
+            "state": self.last_cmd.copy(),
+        }
+
+    @property
+    def pose(self) -> np.ndarray:
+        return np.array([self.agent.pos[0], self.agent.pos[2], self.agent.dir], dtype=np.float64)
+
+    def _success(self) -> bool:
+        x, z = float(self.agent.pos[0]), float(self.agent.pos[2])
+        groom = self.plan.room(self.goal_room)
+        if not groom.contains(x, z, margin=WALL_MARGIN):
+            return False
+        if groom.goal is not None:
+            return math.hypot(x - self.goal_xz[0], z - self.goal_xz[1]) <= self.success_radius
+        return True
+
+    def _info(self, collided: bool = False) -> dict[str, Any]:
+        x, z = float(self.agent.pos[0]), float(self.agent.pos[2])
+        return {
+            "pose": self.pose,
+            "room": self.plan.room_at(x, z) or "",
+            "goal_room": self.goal_room,
+            "instruction": self.instruction,
+            "is_success": bool(self._success()),
+            "collided": bool(collided),
+        }
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self._reset_options = dict(options or {})
+        self.last_cmd = np.zeros(2, dtype=np.float32)
+        super().reset(seed=seed)  # builds the world (_gen_world) and renders once
+        self._reset_options = {}
+        return self._observe(), self._info()
+
+    def _try_move(self, delta: np.ndarray) -> bool:
+        """Move by delta (3-vector); slide along walls if blocked. Returns True on a collision."""
+        pos = self.agent.pos
+        cand = pos + delta
+        if not self.intersect(self.agent, cand, self.agent.radius):
+            self.agent.pos = cand
+            return False
+        for d in (np.array([delta[0], 0.0, 0.0]), np.array([0.0, 0.0, delta[2]])):
+            if abs(d[0]) + abs(d[2]) < 1e-9:
+                continue
+            c2 = pos + d
+            if not self.intersect(self.agent, c2, self.agent.radius):
+                self.agent.pos = c2
+                return True
+        return True
+
+    def step(self, action):
+        a = np.asarray(action, dtype=np.float64).reshape(2)
+        v = float(np.clip(a[0], 0.0, V_MAX))
+        w = float(np.clip(a[1], -W_MAX, W_MAX))
+        self.last_cmd = np.array([v, w], dtype=np.float32)
+        self.step_count += 1
+        self.agent.dir = float(self.agent.dir + w * self.dt)
+        # keep yaw in (-pi, pi]
+        self.agent.dir = float(math.atan2(math.sin(self.agent.dir), math.cos(self.agent.dir)))
+        collided = False
+        dist = v * self.dt
+        if dist > 0:
+            n_sub = max(1, int(math.ceil(dist / 0.05)))
+            step_vec = self.agent.dir_vec * (dist / n_sub)
+            for _ in range(n_sub):
+                collided |= self._try_move(step_vec)
+        obs = self._observe()
+        info = self._info(collided)
+        terminated = info["is_success"]
+        truncated = (not terminated) and self.step_count >= self.max_episode_steps
+        reward = 1.0 - 0.2 * (self.step_count / self.max_episode_steps) if terminated else 0.0
+        return obs, float(reward), bool(terminated), bool(truncated), info
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return self.render_obs(self.vis_fb)
+        return super().render()
+
+    def render_top(self) -> np.ndarray:
+        """Top view of the whole floor plan with the robot (for videos / debugging)."""
+        return self.render_top_view(self.vis_fb)
+
+    def close(self):
+        if self._list_id is not None:
+            try:
+                glDeleteLists(self._list_id, 1)
+            except Exception:
+                pass
+            self._list_id = None
+        super().close()
