@@ -1,0 +1,448 @@
+"""Scripted expert for the ALOHA tasks (the recipe of the ACT paper, written anew).
+
+Two passes per demonstration:
+
+1. *Plan* (no rendering): the end-effector (mocap) variant of the scene from gym-aloha is
+   loaded with the same object poses as the joint-space env would get for the seed. Each arm
+   follows a few end-effector waypoints (position, orientation, gripper opening) that are
+   interpolated over time. A waypoint may be computed from the simulated state at the moment
+   it becomes active (e.g. "where the cube is now"), which makes the script robust to small
+   slips while staying a plain waypoint script. The arm joint positions and the gripper
+   commands of this rollout form a 14-d joint trajectory.
+2. *Replay*: that joint trajectory is sent as absolute joint-position actions to the joint
+   space env (``components.envs.aloha.AlohaEnv``) reset with the same seed. The replayed
+   episode (rendered frames, joint state, actions) is the demonstration.
+
+Mocap frame convention: the gym-aloha scene welds ``mocap_<side>`` to ``<side>/gripper_link``
+with a relative pose taken from the model's reference configuration, which puts the mocap
+frame 13.5 cm in front of the gripper link, i.e. between the finger pads. Positions below are
+therefore "pad centre" positions; orientation identity means the gripper points along +x
+(left arm) or -x (right arm) with fingers closing along y.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import mujoco
+import numpy as np
+
+from components.envs.aloha import (
+    DT,
+    ENV_IDS,
+    INSERTION,
+    INSTRUCTIONS,
+    START_ARM_POSE,
+    TRANSFER_CUBE,
+    make_reward_fn,
+    normalize_gripper,
+    sample_object_poses,
+    unnormalize_gripper,
+    xml_path,
+)
+
+EPISODE_STEPS = 400
+
+
+# --- small quaternion helpers (w, x, y, z) -------------------------------------------------
+def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.zeros(4)
+    mujoco.mju_mulQuat(out, np.asarray(a, float), np.asarray(b, float))
+    return out
+
+
+def quat_axis_angle(axis: Sequence[float], degrees: float) -> np.ndarray:
+    out = np.zeros(4)
+    mujoco.mju_axisAngle2Quat(out, np.asarray(axis, float), np.deg2rad(degrees))
+    return out
+
+
+def quat_slerp(a: np.ndarray, b: np.ndarray, s: float) -> np.ndarray:
+    a = np.asarray(a, float) / np.linalg.norm(a)
+    b = np.asarray(b, float) / np.linalg.norm(b)
+    d = float(np.dot(a, b))
+    if d < 0:
+        b, d = -b, -d
+    if d > 0.9995:
+        q = a + s * (b - a)
+        return q / np.linalg.norm(q)
+    th = np.arccos(d)
+    return (np.sin((1 - s) * th) * a + np.sin(s * th) * b) / np.sin(th)
+
+
+def _smooth(s: float) -> float:
+    s = min(max(s, 0.0), 1.0)
+    return s * s * (3 - 2 * s)
+
+
+@dataclass
+class Pose:
+    pos: np.ndarray
+    quat: np.ndarray
+    grip: float  # normalized gripper command, 0 closed .. 1 open
+
+
+# A waypoint: (arrival step, target) where target is a Pose or a function of the mocap sim
+# evaluated when the segment towards it starts.
+Waypoint = tuple[int, "Pose | Callable[[MocapSim], Pose]"]
+
+
+class MocapSim:
+    """End-effector controlled scene (no rendering)."""
+
+    def __init__(self, task: str):
+        from dm_control import mujoco as dm_mujoco
+
+        self.task = task
+        self.physics = dm_mujoco.Physics.from_xml_path(xml_path(task, end_effector=True))
+        self.n_sub_steps = int(round(DT / self.physics.model.opt.timestep))
+        self._reward_fn, self.max_reward = make_reward_fn(task)
+        model = self.physics.model
+        # gym-aloha's weld (solimp .25) lets the grippers lag the mocap targets by centimetres
+        # under joint friction and gravity; a stiffer weld makes the script track its waypoints.
+        model.eq_solimp[:2] = [0.95, 0.99, 0.001, 0.5, 2.0]
+        model.eq_solref[:2] = [0.01, 1.0]
+        self._rel = []  # weld relative pose (pos, quat) of gripper_link in the mocap frame
+        for i in range(2):
+            self._rel.append((model.eq_data[i, 3:6].copy(), model.eq_data[i, 6:10].copy()))
+
+    def reset(self, object_poses: np.ndarray) -> None:
+        p = self.physics
+        with p.reset_context():
+            p.data.qpos[:16] = START_ARM_POSE
+            p.data.qpos[16:] = object_poses
+            p.data.ctrl[:] = [START_ARM_POSE[6], START_ARM_POSE[7], START_ARM_POSE[14], START_ARM_POSE[15]]
+        # place the mocap bodies where the weld already holds the grippers
+        for i, side in enumerate(("left", "right")):
+            gpos = p.named.data.xpos[f"vx300s_{side}/gripper_link"].copy()
+            gquat = p.named.data.xquat[f"vx300s_{side}/gripper_link"].copy()
+            rel_pos, rel_quat = self._rel[i]
+            inv = np.zeros(4)
+            mujoco.mju_negQuat(inv, rel_quat)
+            mquat = quat_mul(gquat, inv)
+            rmat = np.zeros(9)
+            mujoco.mju_quat2Mat(rmat, mquat)
+            p.data.mocap_pos[i] = gpos - rmat.reshape(3, 3) @ rel_pos
+            p.data.mocap_quat[i] = mquat
+        p.forward()
+        self.start = [self.mocap_pose(0), self.mocap_pose(1)]
+
+    def mocap_pose(self, i: int, grip: float = 0.1) -> Pose:
+        return Pose(self.physics.data.mocap_pos[i].copy(), self.physics.data.mocap_quat[i].copy(), grip)
+
+    def body_pos(self, name: str) -> np.ndarray:
+        return self.physics.named.data.xpos[name].copy()
+
+    def step(self, left: Pose, right: Pose) -> float:
+        p = self.physics
+        p.data.mocap_pos[0], p.data.mocap_quat[0] = left.pos, left.quat
+        p.data.mocap_pos[1], p.data.mocap_quat[1] = right.pos, right.quat
+        gl, gr = unnormalize_gripper(left.grip), unnormalize_gripper(right.grip)
+        p.data.ctrl[:] = [gl, -gl, gr, -gr]
+        p.step(self.n_sub_steps)
+        return float(self._reward_fn(p))
+
+    def arm_joints(self) -> tuple[np.ndarray, np.ndarray]:
+        q = self.physics.data.qpos
+        return q[0:6].copy(), q[8:14].copy()
+
+
+class _ArmScript:
+    """Piecewise interpolation between waypoints, targets resolved lazily."""
+
+    def __init__(self, start: Pose, waypoints: list[Waypoint]):
+        self.waypoints = waypoints
+        self.k = 0  # index of the waypoint being approached
+        self.t0 = 0
+        self.from_pose = start
+        self.to_pose: Pose | None = None
+
+    def __call__(self, t: int, sim: MocapSim) -> Pose:
+        while True:
+            if self.k >= len(self.waypoints):
+                return self.from_pose
+            t_end, target = self.waypoints[self.k]
+            if self.to_pose is None:
+                self.to_pose = target(sim) if callable(target) else target
+            if t < t_end:
+                break
+            self.from_pose, self.to_pose = self.to_pose, None
+            self.t0 = t_end
+            self.k += 1
+        s = _smooth((t - self.t0) / max(t_end - self.t0, 1))
+        a, b = self.from_pose, self.to_pose
+        return Pose(a.pos + s * (b.pos - a.pos), quat_slerp(a.quat, b.quat, s), a.grip + s * (b.grip - a.grip))
+
+
+OPEN, CLOSED = 1.0, 0.0
+
+
+def _transfer_cube_script(sim: MocapSim) -> tuple[list[Waypoint], list[Waypoint]]:
+    left0, right0 = sim.start
+    cube = sim.physics.data.qpos[16:19].copy()
+    cube[2] = 0.02  # resting height (the cube is dropped from 5 cm at reset)
+    pick_q = quat_mul(right0.quat, quat_axis_angle([0, 1, 0], -60))  # pitch the right gripper down
+    meet = np.array([0.0, 0.5, 0.25])
+    left_q = quat_axis_angle([1, 0, 0], 90)  # left fingers close vertically
+
+    def left_at_cube(dx: float) -> Callable[[MocapSim], Pose]:
+        def f(s: MocapSim) -> Pose:
+            c = s.body_pos("box")
+            return Pose(c + np.array([dx, 0.0, -0.005]), left_q, OPEN)
+
+        return f
+
+    def left_close(s: MocapSim) -> Pose:
+        return Pose(s.physics.data.mocap_pos[0].copy(), left_q, CLOSED)
+
+    right = [
+        (90, Pose(cube + [0, 0, 0.08], pick_q, OPEN)),  # above the cube
+        (130, Pose(cube + [0, 0, -0.012], pick_q, OPEN)),  # down around it
+        (165, Pose(cube + [0, 0, -0.012], pick_q, CLOSED)),  # grasp
+        (205, Pose(meet + [0.05, 0, 0], pick_q, CLOSED)),  # lift towards the meeting point
+        (225, Pose(meet, pick_q, CLOSED)),
+        (300, Pose(meet, pick_q, CLOSED)),  # hold while the left arm grasps
+        (320, Pose(meet, pick_q, OPEN)),  # release
+        (360, Pose(meet + [0.1, 0, 0.02], pick_q, OPEN)),  # retreat
+        (400, Pose(meet + [0.1, 0, 0.02], pick_q, OPEN)),
+    ]
+    left = [
+        (100, Pose(meet + [-0.12, 0, -0.005], left_q, OPEN)),  # wait in front of the meeting point
+        (230, Pose(meet + [-0.12, 0, -0.005], left_q, OPEN)),
+        (265, left_at_cube(0.01)),  # slide the open fingers around the held cube
+        (295, left_close),  # close
+        (300, left_close),
+        (360, Pose(meet + [-0.1, 0, 0.0], left_q, CLOSED)),  # pull the cube to the left
+        (400, Pose(meet + [-0.1, 0, 0.0], left_q, CLOSED)),
+    ]
+    return left, right
+
+
+def _insertion_script(sim: MocapSim) -> tuple[list[Waypoint], list[Waypoint]]:
+    left0, right0 = sim.start
+    peg = sim.physics.data.qpos[16:19].copy()
+    socket = sim.physics.data.qpos[23:26].copy()
+    peg[2], socket[2] = 0.01, 0.022  # resting heights of the object centres
+    right_q = quat_mul(right0.quat, quat_axis_angle([0, 1, 0], -60))
+    left_q = quat_mul(left0.quat, quat_axis_angle([0, 1, 0], 60))
+    meet = np.array([0.0, 0.5, 0.15])
+
+    def right_insert(dx: float) -> Callable[[MocapSim], Pose]:
+        # align the peg axis with the socket axis using where both objects are now
+        def f(s: MocapSim) -> Pose:
+            peg_c, sock_c = s.body_pos("peg"), s.body_pos("socket")
+            offset = s.physics.data.mocap_pos[1] - peg_c  # pad relative to the peg centre
+            target_peg = sock_c + np.array([dx, 0.0, 0.0])
+            return Pose(target_peg + offset, right_q, CLOSED)
+
+        return f
+
+    left = [
+        (120, Pose(socket + [0, 0, 0.08], left_q, OPEN)),
+        (170, Pose(socket + [0, 0, -0.03], left_q, OPEN)),
+        (220, Pose(socket + [0, 0, -0.03], left_q, CLOSED)),
+        (285, Pose(meet + [-0.1, 0, 0], left_q, CLOSED)),
+        (340, Pose(meet + [-0.05, 0, 0], left_q, CLOSED)),
+        (400, Pose(meet + [-0.05, 0, 0], left_q, CLOSED)),
+    ]
+    right = [
+        (120, Pose(peg + [0, 0, 0.08], right_q, OPEN)),
+        (170, Pose(peg + [0, 0, -0.03], right_q, OPEN)),
+        (220, Pose(peg + [0, 0, -0.03], right_q, CLOSED)),
+        (285, Pose(meet + [0.1, 0, 0.0], right_q, CLOSED)),
+        (310, right_insert(0.13)),  # peg tip 1 cm outside the socket mouth, on its axis
+        (350, right_insert(0.06)),  # push in: tip 4 cm past the end of the pin (contact stops it)
+        (400, right_insert(0.06)),
+    ]
+    return left, right
+
+
+SCRIPTS = {TRANSFER_CUBE: _transfer_cube_script, INSERTION: _insertion_script}
+
+
+def _task_of(env_or_id) -> str:
+    if isinstance(env_or_id, str):
+        if env_or_id in ENV_IDS:
+            return ENV_IDS[env_or_id]
+        if env_or_id in INSTRUCTIONS:
+            return env_or_id
+        raise ValueError(f"unknown ALOHA env/task {env_or_id!r}")
+    return env_or_id.unwrapped.task
+
+
+def object_poses_for_seed(task: str, seed: int) -> np.ndarray:
+    """The object poses ``AlohaEnv.reset(seed=seed)`` produces, without building the env."""
+    from gymnasium.utils import seeding
+
+    rng, _ = seeding.np_random(seed)
+    return sample_object_poses(task, rng)
+
+
+class AlohaExpert:
+    """Plans a 14-d joint-position action sequence with the mocap scene.
+
+    ``plan(env, seed)`` returns float32 ``[T, 14]`` actions for the joint-space env reset with
+    ``seed`` (``env`` may be an env, an env id or a task name). After ``plan`` the attributes
+    ``plan_success`` (did the mocap rollout reach max reward) and ``plan_rewards`` are set.
+    """
+
+    def __init__(self, episode_steps: int = EPISODE_STEPS):
+        self.episode_steps = episode_steps
+        self._sims: dict[str, MocapSim] = {}
+        self.plan_success = False
+        self.plan_rewards: np.ndarray | None = None
+
+    def _sim(self, task: str) -> MocapSim:
+        if task not in self._sims:
+            self._sims[task] = MocapSim(task)
+        return self._sims[task]
+
+    def plan(self, env, seed: int | None = None, object_poses: np.ndarray | None = None) -> np.ndarray:
+        task = _task_of(env)
+        if object_poses is None:
+            if seed is None:
+                raise ValueError("plan needs a seed or object_poses")
+            object_poses = object_poses_for_seed(task, seed)
+        sim = self._sim(task)
+        sim.reset(np.asarray(object_poses, dtype=np.float64))
+        left_wp, right_wp = SCRIPTS[task](sim)
+        left = _ArmScript(sim.start[0], left_wp)
+        right = _ArmScript(sim.start[1], right_wp)
+        actions = np.zeros((self.episode_steps, 14), np.float32)
+        rewards = np.zeros(self.episode_steps, np.float32)
+        for t in range(self.episode_steps):
+            pl, pr = left(t, sim), right(t, sim)
+            rewards[t] = sim.step(pl, pr)
+            ql, qr = sim.arm_joints()
+            # target for step t = where the mocap-driven arm is after step t; gripper = command
+            actions[t] = np.concatenate([ql, [pl.grip], qr, [pr.grip]])
+        self.plan_rewards = rewards
+        self.plan_success = bool(rewards.max() >= sim.max_reward)
+        return actions
+
+
+def rollout_expert(
+    env_id: str,
+    seed: int,
+    cameras: Sequence[str] = ("top",),
+    image_size: Sequence[int] = (240, 320),
+    expert: AlohaExpert | None = None,
+    env=None,
+    **env_kwargs,
+) -> dict:
+    """One demonstration: plan in the mocap scene, replay the joints in the joint-space env.
+
+    Returns ``{"images": {cam: uint8 [T,H,W,3]}, "state": float32 [T,14], "action": float32
+    [T,14], "instruction": str, "success": bool}`` where ``state[t]`` / ``images[t]`` are the
+    observation on which ``action[t]`` was taken. The episode stops at the first success
+    (the env terminates there) or after 400 steps. Pass ``env`` to reuse an env (its cameras
+    and size are then used as they are).
+    """
+    import gymnasium as gym
+
+    import components.envs  # noqa: F401  (registers the ids)
+
+    expert = expert or AlohaExpert()
+    own_env = env is None
+    if own_env:
+        env = gym.make(env_id, cameras=tuple(cameras), image_size=tuple(image_size), **env_kwargs)
+    try:
+        actions = expert.plan(env, seed)
+        obs, info = env.reset(seed=seed)
+        cams = list(obs["images"].keys())
+        frames = {c: [] for c in cams}
+        states, acts = [], []
+        success = False
+        for a in actions:
+            for c in cams:
+                frames[c].append(obs["images"][c])
+            states.append(obs["state"])
+            acts.append(a)
+            obs, _, terminated, truncated, info = env.step(a)
+            success = success or bool(info["is_success"])
+            if terminated or truncated:
+                break
+        return {
+            "images": {c: np.stack(v).astype(np.uint8) for c, v in frames.items()},
+            "state": np.stack(states).astype(np.float32),
+            "action": np.stack(acts).astype(np.float32),
+            "instruction": info["instruction"],
+            "success": success,
+        }
+    finally:
+        if own_env:
+            env.close()
+
+
+def measure_expert(
+    env_id: str,
+    seeds: Sequence[int] = range(100),
+    cameras: Sequence[str] = ("top",),
+    image_size: Sequence[int] = (240, 320),
+    render: bool = True,
+    verbose: bool = False,
+    **env_kwargs,
+) -> dict:
+    """Expert success over ``seeds`` and env speed.
+
+    ``render=True`` replays with the requested cameras (``steps_per_s`` then includes
+    rendering); ``render=False`` replays with a single 8x8 camera to measure the expert
+    cheaply. Returns successes, episodes, success_rate, plan_successes, failed_seeds,
+    steps, steps_per_s (replay env steps incl. rendering), plan_s and replay_s totals.
+    """
+    import gymnasium as gym
+
+    import components.envs  # noqa: F401
+
+    if not render:
+        cameras, image_size = ("top",), (8, 8)
+        env_kwargs.setdefault("render_quality", "flat")
+    env = gym.make(env_id, cameras=tuple(cameras), image_size=tuple(image_size), **env_kwargs)
+    expert = AlohaExpert()
+    seeds = list(seeds)
+    succ, plan_succ, failed, steps = 0, 0, [], 0
+    plan_s = replay_s = 0.0
+    try:
+        for seed in seeds:
+            t0 = time.perf_counter()
+            actions = expert.plan(env, seed)
+            t1 = time.perf_counter()
+            plan_s += t1 - t0
+            plan_succ += expert.plan_success
+            env.reset(seed=seed)
+            ok = False
+            for a in actions:
+                _, _, term, trunc, info = env.step(a)
+                steps += 1
+                ok = ok or info["is_success"]
+                if term or trunc:
+                    break
+            replay_s += time.perf_counter() - t1
+            succ += ok
+            if not ok:
+                failed.append(seed)
+            if verbose:
+                print(f"{env_id} seed {seed}: plan {'ok' if expert.plan_success else 'FAIL'} "
+                      f"replay {'ok' if ok else 'FAIL'}", flush=True)
+    finally:
+        env.close()
+    return {
+        "env_id": env_id,
+        "episodes": len(seeds),
+        "successes": int(succ),
+        "success_rate": succ / max(len(seeds), 1),
+        "plan_successes": int(plan_succ),
+        "failed_seeds": failed,
+        "steps": steps,
+        "steps_per_s": steps / replay_s if replay_s > 0 else float("nan"),
+        "plan_s": plan_s,
+        "replay_s": replay_s,
+        "cameras": list(cameras),
+        "image_size": list(image_size),
+    }
