@@ -5,6 +5,7 @@ Schema (metres; MiniWorld's ground plane is x/z, y is up)::
     name: office_small                # optional, defaults to the file stem
     description: free text            # optional
     max_door_gap: 2.0                 # optional: largest wall gap a door may bridge (default 2.0)
+    max_episode_steps: 600            # optional: episode length for large plans (env default 400)
     rooms:                            # axis-aligned rectangles, interiors must not overlap
       - {name: kitchen, x: [0, 6], z: [0, 5]}
       - {name: hallway, x: [7, 9], z: [0, 20],
@@ -86,6 +87,7 @@ class Door:
     wall_a: float
     wall_b: float
     span: tuple[float, float]
+    a_low: bool = True  # room a lies on the low-coordinate side of the doorway (along ``axis``)
 
     @property
     def along(self) -> float:
@@ -112,7 +114,8 @@ class Door:
         if from_room not in (self.a, self.b):
             raise ValueError(f"room {from_room!r} is not an end of door {self.a}-{self.b}")
         w_from, w_to = (self.wall_a, self.wall_b) if from_room == self.a else (self.wall_b, self.wall_a)
-        s = 1.0 if w_to >= w_from else -1.0
+        # direction of travel along the axis (walls coincide when the rooms touch: use the sides)
+        s = 1.0 if (from_room == self.a) == self.a_low else -1.0
         before, after = w_from - s * clearance, w_to + s * clearance
         if self.axis == "x":
             return np.array([before, self.along]), np.array([after, self.along])
@@ -126,6 +129,7 @@ class FloorPlan:
     doors: list[Door]
     description: str = ""
     source: str = "<memory>"
+    max_episode_steps: int | None = None  # optional episode length suggested by the plan
     _by_name: dict[str, Room] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -211,9 +215,9 @@ def _facing(ra: Room, rb: Room, max_gap: float):
         if ov[1] - ov[0] <= 0:
             continue
         if 0 <= ib[0] - ia[1] <= max_gap:  # b after a
-            out.append((axis, ia[1], ib[0], ov))
+            out.append((axis, ia[1], ib[0], ov, True))
         elif 0 <= ia[0] - ib[1] <= max_gap:  # a after b
-            out.append((axis, ia[0], ib[1], ov))
+            out.append((axis, ia[0], ib[1], ov, False))
     return out
 
 
@@ -297,7 +301,7 @@ def parse_floorplan(data: Any, source: str = "<memory>", name: str | None = None
                 f"{max_gap} m apart that overlap along the wall; {a} x={list(ra.x)} z={list(ra.z)}, "
                 f"{b} x={list(rb.x)} z={list(rb.z)})"
             )
-        axis, wall_a, wall_b, ov = faces[0]
+        axis, wall_a, wall_b, ov, a_low = faces[0]
         if ov[1] - ov[0] < width - 1e-9:
             raise FloorPlanError(
                 f"{where}: the rooms do not face each other over the door width: their facing walls "
@@ -310,7 +314,7 @@ def parse_floorplan(data: Any, source: str = "<memory>", name: str | None = None
             raise FloorPlanError(
                 f"{where}: door at {centre} (width {width}) leaves the shared wall {list(ov)}"
             )
-        door = Door(a=a, b=b, width=width, axis=axis, wall_a=wall_a, wall_b=wall_b, span=span)
+        door = Door(a=a, b=b, width=width, axis=axis, wall_a=wall_a, wall_b=wall_b, span=span, a_low=a_low)
         if door.gap > 1e-9:
             px, pz = door.passage_rect()
             for r in rooms:
@@ -324,6 +328,7 @@ def parse_floorplan(data: Any, source: str = "<memory>", name: str | None = None
         doors=doors,
         description=str(data.get("description", "") or ""),
         source=source,
+        max_episode_steps=(int(data["max_episode_steps"]) if data.get("max_episode_steps") else None),
     )
 
 

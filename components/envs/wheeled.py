@@ -16,7 +16,10 @@ of being searched for).
 * **success**: the robot is inside the goal room (at least 0.3 m from its walls) and, when the goal room
   defines an explicit ``goal`` point in the YAML (e.g. the end of ``hallway``), within
   ``success_radius`` (1.0 m) of that point, which is marked by a small red box. The episode then
-  terminates; it truncates after ``max_episode_steps`` (400).
+  terminates; it truncates itself after ``max_steps`` steps (kwarg ``max_steps``; default: the plan's
+  ``max_episode_steps`` if the YAML sets one, else 400; 400 steps x 0.1 s x 0.7 m/s = 28 m at most).
+  Use ``gym.make(..., max_steps=N)``: gymnasium keeps ``max_episode_steps=`` of ``gym.make`` for its
+  own TimeLimit wrapper, which cannot lengthen the env's own limit.
 * reset: with ``goal_room=None`` the goal room is drawn from the seed; the start pose is uniform in
   another room (or, for a single-room plan, >= 3 m from the goal point) with a random heading.
   ``reset(options={"goal_room": ..., "start_room": ..., "start_pose": (x, z, yaw)})`` overrides.
@@ -79,7 +82,7 @@ class WheeledEnv(MiniWorldEnv):
         goal_room: str | None = None,
         start_room: str | None = None,
         image_size: tuple[int, int] = (60, 80),
-        max_episode_steps: int = 400,
+        max_steps: int | None = None,
         dt: float = 0.1,
         success_radius: float = 1.0,
         min_start_distance: float = 3.0,
@@ -104,7 +107,7 @@ class WheeledEnv(MiniWorldEnv):
         self.last_cmd = np.zeros(2, dtype=np.float32)
         h, w = self.image_size
         super().__init__(
-            max_episode_steps=int(max_episode_steps),
+            max_episode_steps=int(max_steps or self.plan.max_episode_steps or 400),
             obs_width=w,
             obs_height=h,
             window_width=max(2 * w, 64),
@@ -132,13 +135,11 @@ class WheeledEnv(MiniWorldEnv):
     # ------------------------------------------------------------------ world building
     def _connect(self, mw_rooms: dict[str, Room], door) -> None:
         """MiniWorld connect_rooms with the facing edges given by the floor plan."""
-        ra, rb = self.plan.room(door.a), self.plan.room(door.b)
         room_a, room_b = mw_rooms[door.a], mw_rooms[door.b]
+        a_low = door.a_low
         if door.axis == "x":
-            a_low = ra.x[1] <= rb.x[0] + 1e-9
             kw = {"min_z": door.span[0], "max_z": door.span[1]}
         else:
-            a_low = ra.z[1] <= rb.z[0] + 1e-9
             kw = {"min_x": door.span[0], "max_x": door.span[1]}
         idx_a = _room_edges(door.axis, a_low)
         idx_b = _room_edges(door.axis, not a_low)
