@@ -53,6 +53,61 @@ from pyglet.gl import (  # noqa: E402
 
 from components.envs.floorplan import FloorPlan, load_floorplan  # noqa: E402
 
+
+def _fast_texture_load(cls, tex_path):
+    """Drop-in for ``miniworld.opengl.Texture.load``: same GL upload, decoded with PIL.
+
+    MiniWorld asks pyglet 1.5 for RGBA bytes of an RGB PNG, a pure-Python regex conversion that takes
+    ~3.5 s per texture (tens of seconds for a plan with many room textures). The uploaded pixels are
+    identical (rows bottom-up, RGBA).
+    """
+    import pyglet
+    from PIL import Image
+    from pyglet.gl import (
+        GL_GENERATE_MIPMAP_HINT,
+        GL_LINEAR,
+        GL_LINEAR_MIPMAP_LINEAR,
+        GL_NICEST,
+        GL_RGB,
+        GL_RGBA,
+        GL_TEXTURE_2D,
+        GL_TEXTURE_MAG_FILTER,
+        GL_TEXTURE_MIN_FILTER,
+        GL_UNSIGNED_BYTE,
+        glBindTexture,
+        glEnable,
+        glGenerateMipmap,
+        glHint,
+        glTexImage2D,
+        glTexParameteri,
+    )
+
+    with Image.open(tex_path) as im:
+        rgba = np.asarray(im.convert("RGBA"))
+    h, w = rgba.shape[:2]
+    data = np.ascontiguousarray(rgba[::-1]).tobytes()  # pyglet/GL rows are bottom-up
+    img = pyglet.image.ImageData(w, h, "RGBA", data, pitch=w * 4)
+    tex = img.get_texture()
+    glEnable(tex.target)
+    glBindTexture(tex.target, tex.id)
+    glTexImage2D(GL_TEXTURE_2D, 0, GL_RGB, w, h, 0, GL_RGBA, GL_UNSIGNED_BYTE, data)
+    glHint(GL_GENERATE_MIPMAP_HINT, GL_NICEST)
+    glGenerateMipmap(GL_TEXTURE_2D)
+    glTexParameteri(GL_TEXTURE_2D, GL_TEXTURE_MAG_FILTER, GL_LINEAR)
+    glTexParameteri(GL_TEXTURE_2D, GL_TEXTURE_MIN_FILTER, GL_LINEAR_MIPMAP_LINEAR)
+    glBindTexture(GL_TEXTURE_2D, 0)
+    return tex
+
+
+def _patch_texture_loader() -> None:
+    from miniworld.opengl import Texture
+
+    if getattr(Texture.load, "__name__", "") != "_fast_texture_load":
+        Texture.load = classmethod(_fast_texture_load)
+
+
+_patch_texture_loader()
+
 V_MAX = 0.7
 W_MAX = 1.5
 WALL_MARGIN = 0.3  # "inside the goal room" means at least this far from its walls

@@ -1,0 +1,139 @@
+"""Wheeled (MiniWorld) env, floor plans and the wheeled expert."""
+
+import os
+
+os.environ.setdefault("PYGLET_HEADLESS", "true")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+import gymnasium as gym
+import networkx as nx
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import components.envs  # noqa: F401  (registers the ids)
+from components.envs.floorplan import FloorPlanError, list_floorplans, load_floorplan
+from components.envs.wheeled_expert import future_waypoints, run_episode
+
+SMALL = (30, 40)
+
+
+@pytest.mark.parametrize("env_id,kw", [("vla_stack/Wheeled-v0", {"floorplan": "three_rooms"}), ("vla_stack/WheeledHallway-v0", {})])
+def test_check_env_and_contract(env_id, kw):
+    env = gym.make(env_id, image_size=SMALL, **kw)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    assert obs["images"]["front"].shape == (*SMALL, 3)
+    assert obs["depth"].shape == SMALL and obs["depth"].dtype == np.float32
+    assert 0.0 < float(obs["depth"].min()) < 100.0
+    assert obs["state"].shape == (2,)
+    assert info["pose"].shape == (3,) and info["pose"].dtype == np.float64
+    assert info["instruction"] == env.unwrapped.instruction and info["instruction"].startswith("go to the ")
+    assert isinstance(info["room"], str) and isinstance(info["is_success"], bool)
+    obs, r, term, trunc, info = env.step(np.array([0.5, 0.2], dtype=np.float32))
+    np.testing.assert_allclose(obs["state"], [0.5, 0.2])
+    env.close()
+
+
+def test_seeded_reset_reproducible():
+    env = gym.make("vla_stack/Wheeled-v0", floorplan="office_small", image_size=SMALL)
+    o1, i1 = env.reset(seed=3)
+    o2, i2 = env.reset(seed=4)
+    o3, i3 = env.reset(seed=3)
+    np.testing.assert_array_equal(o1["images"]["front"], o3["images"]["front"])
+    np.testing.assert_array_equal(i1["pose"], i3["pose"])
+    assert i1["instruction"] == i3["instruction"]
+    assert not np.array_equal(i1["pose"], i2["pose"])
+    env.close()
+
+
+def test_hallway_instruction_and_expert_reaches_goal():
+    env = gym.make("vla_stack/WheeledHallway-v0", image_size=SMALL)
+    ok, steps, poses = run_episode(env, seed=0, record=True)
+    assert env.unwrapped.instruction == "go to the end of the hallway"
+    assert ok and steps < 400
+    assert np.hypot(poses[-1, 0] - 10.0, poses[-1, 1]) <= 1.0
+    env.close()
+
+
+def test_expert_crosses_doors():
+    env = gym.make("vla_stack/Wheeled-v0", floorplan="three_rooms", image_size=SMALL)
+    ok, _, _ = run_episode(env, seed=0, options={"start_room": "red room", "goal_room": "blue room"})
+    assert ok
+    env.close()
+
+
+def test_shipped_floorplans_and_graph():
+    names = list_floorplans()
+    assert "hallway" in names and len(names) >= 9
+    for n in names:
+        fp = load_floorplan(n)
+        g = fp.graph()
+        assert nx.is_connected(g), n
+        for r in fp.rooms:
+            assert fp.room_at(*r.centre) == r.name
+    fp = load_floorplan("three_rooms")
+    g = fp.graph()
+    assert g.nodes["red room"]["centre"] == (3.0, 3.0)
+    assert g.edges["red room", "green room"]["door"] == pytest.approx((6.5, 1.5))
+    assert fp.room_at(6.5, 1.5) is None  # in the passage
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "plan.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_validation_overlap(tmp_path):
+    p = _write(tmp_path, "rooms:\n  - {name: a, x: [0, 6], z: [0, 5]}\n  - {name: b, x: [5, 9], z: [0, 5]}\ndoors: []\n")
+    with pytest.raises(FloorPlanError, match=r"plan\.yaml: rooms\[1\] 'b'.*overlaps rooms\[0\] 'a'"):
+        load_floorplan(p)
+
+
+def test_validation_non_facing_door(tmp_path):
+    p = _write(
+        tmp_path,
+        "rooms:\n  - {name: a, x: [0, 6], z: [0, 5]}\n  - {name: b, x: [7, 9], z: [6, 20]}\n"
+        "doors:\n  - {between: [a, b], width: 1.2}\n",
+    )
+    with pytest.raises(FloorPlanError, match=r"plan\.yaml: doors\[0\] between 'a' and 'b': the rooms do not face each other"):
+        load_floorplan(p)
+    # walls face each other but overlap by less than the door width
+    p = _write(
+        tmp_path,
+        "rooms:\n  - {name: a, x: [0, 6], z: [0, 5]}\n  - {name: b, x: [7, 9], z: [4.5, 20]}\n"
+        "doors:\n  - {between: [a, b], width: 1.2}\n",
+    )
+    with pytest.raises(FloorPlanError, match=r"doors\[0\].*overlap by 0.50 m < width 1.2"):
+        load_floorplan(p)
+
+
+def test_validation_unknown_room_and_missing_field(tmp_path):
+    p = _write(tmp_path, "rooms:\n  - {name: a, x: [0, 6], z: [0, 5]}\ndoors:\n  - {between: [a, garage], width: 1.2}\n")
+    with pytest.raises(FloorPlanError, match=r"plan\.yaml: doors\[0\].*unknown room 'garage'"):
+        load_floorplan(p)
+    p = _write(tmp_path, "rooms:\n  - {name: a, x: [0, 6]}\n")
+    with pytest.raises(FloorPlanError, match=r"plan\.yaml: rooms\[0\]: missing field 'z'"):
+        load_floorplan(p)
+    p = _write(tmp_path, "rooms:\n  - {name: a, x: [0, 6], z: [0, 5]}\n  - {name: b, x: [7, 9], z: [0, 5]}\ndoors:\n  - {between: [a, b]}\n")
+    with pytest.raises(FloorPlanError, match=r"doors\[0\]: missing field 'width'"):
+        load_floorplan(p)
+
+
+def test_future_waypoints_straight_line():
+    # MiniWorld pose (x, z, yaw): yaw = 0.3 means forward = (cos 0.3, -sin 0.3) in (x, z)
+    yaw = 0.3
+    s = np.arange(20) * 0.1
+    poses = np.stack([2 + s * np.cos(yaw), 1 - s * np.sin(yaw), np.full_like(s, yaw)], axis=1)
+    wp = future_waypoints(poses, t=5, num=8, stride=2)
+    assert wp.shape == (8, 4)
+    np.testing.assert_allclose(wp[:, 1], 0.0, atol=1e-6)
+    np.testing.assert_allclose(wp[:, 2], 1.0, atol=1e-6)
+    np.testing.assert_allclose(wp[:, 3], 0.0, atol=1e-6)
+    np.testing.assert_allclose(wp[:, 0], [0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.4], atol=1e-5)  # clamped at T-1
+    # a left turn puts points at positive y_left with positive sin
+    poses2 = np.array([[0.0, 0.0, 0.0], [1.0, -1.0, np.pi / 2]])  # -z is the robot's left at yaw 0
+    wp2 = future_waypoints(poses2, t=0, num=1)
+    np.testing.assert_allclose(wp2[0], [1.0, 1.0, 0.0, 1.0], atol=1e-6)
