@@ -109,7 +109,11 @@ class WheeledExpert:
     def reset(self, pose, start_room: str, goal_room: str, goal_xz=None) -> None:
         goal_xz = self.plan.room(goal_room).goal_point if goal_xz is None else goal_xz
         self.rooms = plan_route(self.plan, start_room, goal_room)
-        self.path = [np.asarray(pose[:2], dtype=np.float64)] + route_points(self.plan, self.rooms, goal_xz)
+        pts = route_points(self.plan, self.rooms, goal_xz)
+        start = np.asarray(pose[:2], dtype=np.float64)
+        if len(pts) > 1 and np.linalg.norm(pts[0] - start) < 0.5:
+            pts = pts[1:]  # already at the first approach point: head for the doorway directly
+        self.path = [start] + pts
         self.seg = 0
 
     def act(self, pose) -> np.ndarray:
@@ -121,7 +125,10 @@ class WheeledExpert:
             ab = b - a
             L = np.linalg.norm(ab)
             s = float((p - a) @ ab / L) if L > 1e-9 else L
-            if s >= L - 0.05 or np.linalg.norm(p - b) < 0.3:
+            c = self.path[self.seg + 2]
+            bc = c - b
+            past_b = float((p - b) @ bc) > 0.0  # already on the far side of b along the next segment
+            if s >= L - 0.05 or np.linalg.norm(p - b) < 0.3 or (past_b and np.linalg.norm(p - b) < 0.5):
                 self.seg += 1
             else:
                 break
