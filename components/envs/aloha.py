@@ -17,7 +17,8 @@ absolute joint position targets (the gripper entry is the normalized finger targ
 
 Episode end: ``terminated`` becomes True on the first step whose reward equals the task's
 max reward (``info["is_success"]``); ``truncated`` becomes True after ``max_episode_steps``
-(400) steps. Reset with a seed is reproducible (object poses come from ``self.np_random``).
+(400) steps, or earlier if the simulation diverges (``info["physics_error"]``; happens with
+violent random actions). Reset with a seed is reproducible (object poses come from ``self.np_random``).
 """
 
 from __future__ import annotations
@@ -241,9 +242,23 @@ class AlohaEnv(gym.Env):
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64).reshape(14)
+        from dm_control.rl.control import PhysicsError
+
         self.physics.set_control(action_to_ctrl(action))
-        self.physics.step(self._n_sub_steps)
         self._steps += 1
+        try:
+            self.physics.step(self._n_sub_steps)
+            state = joint_state(self.physics).astype(np.float32)
+            diverged = not self.observation_space["state"].contains(state)
+        except PhysicsError:
+            diverged = True
+        if diverged:
+            # Violent random actions can make the simulation diverge (mjWARN_BADQACC). The
+            # episode is then cut (truncated) and the last valid observation is returned.
+            info = {"instruction": self.instruction, "is_success": False, "physics_error": True}
+            last = self._last_obs
+            obs = {"images": {c: v.copy() for c, v in last["images"].items()}, "state": last["state"].copy()}
+            return obs, 0.0, False, True, info
         reward = float(self._reward_fn(self.physics))
         success = reward >= self.max_reward
         terminated = bool(success and self.terminate_on_success)
