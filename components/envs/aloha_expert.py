@@ -9,9 +9,15 @@ Two passes per demonstration:
    it becomes active (e.g. "where the cube is now"), which makes the script robust to small
    slips while staying a plain waypoint script. The arm joint positions and the gripper
    commands of this rollout form a 14-d joint trajectory.
-2. *Replay*: that joint trajectory is sent as absolute joint-position actions to the joint
-   space env (``components.envs.aloha.AlohaEnv``) reset with the same seed. The replayed
-   episode (rendered frames, joint state, actions) is the demonstration.
+2. *Verify* (no rendering): the joint trajectory is replayed in the joint-space scene. The
+   position controllers lag the mocap-driven arms a little, so the object-in-gripper offsets
+   can differ by ~1 cm, which matters for insertion. If the replay fails, the offset between
+   the things that must meet (peg vs socket, left pads vs cube) is compared between plan and
+   replay at a probe step, the script's final approach is shifted by it and the plan is
+   redone (iterative learning control, a few iterations; then other script variants).
+3. *Replay*: the verified joint trajectory is sent as absolute joint-position actions to the
+   joint-space env (``components.envs.aloha.AlohaEnv``) reset with the same seed. The
+   replayed episode (rendered frames, joint state, actions) is the demonstration.
 
 Mocap frame convention: the gym-aloha scene welds ``mocap_<side>`` to ``<side>/gripper_link``
 with a relative pose taken from the model's reference configuration, which puts the mocap
@@ -336,8 +342,14 @@ class AlohaExpert:
     """Plans a 14-d joint-position action sequence with the mocap scene.
 
     ``plan(env, seed)`` returns float32 ``[T, 14]`` actions for the joint-space env reset with
-    ``seed`` (``env`` may be an env, an env id or a task name). After ``plan`` the attributes
-    ``plan_success`` (did the mocap rollout reach max reward) and ``plan_rewards`` are set.
+    ``seed`` (``env`` may be an env, an env id or a task name).
+
+    With ``verify=True`` (default) each plan is replayed without rendering in the joint-space
+    scene (``JointSim``, same physics as the env). If the replay fails, the script's final
+    approach is shifted by the plan-vs-replay offset measured at a probe step and the plan is
+    redone (up to ``max_iters`` times per script variant). Attributes after ``plan``:
+    ``verified`` (the returned plan succeeded in the replay), ``iterations`` (plans made),
+    ``plan_success`` / ``plan_rewards`` (of the last mocap rollout itself).
     """
 
     def __init__(self, episode_steps: int = EPISODE_STEPS, gain: float = 0.7, lead: int = 1):
