@@ -112,7 +112,9 @@ class WheeledExpert:
         pts = route_points(self.plan, self.rooms, goal_xz)
         start = np.asarray(pose[:2], dtype=np.float64)
         if len(pts) > 1 and np.linalg.norm(pts[0] - start) < 0.5:
-            pts = pts[1:]  # already at the first approach point: head for the doorway directly
+            # already at the first approach point: start on the doorway line behind it instead
+            u = (pts[1] - pts[0]) / max(np.linalg.norm(pts[1] - pts[0]), 1e-9)
+            start = pts[0] - u * 0.5
         self.path = [start] + pts
         self.seg = 0
 
@@ -125,10 +127,7 @@ class WheeledExpert:
             ab = b - a
             L = np.linalg.norm(ab)
             s = float((p - a) @ ab / L) if L > 1e-9 else L
-            c = self.path[self.seg + 2]
-            bc = c - b
-            past_b = float((p - b) @ bc) > 0.0  # already on the far side of b along the next segment
-            if s >= L - 0.05 or np.linalg.norm(p - b) < 0.3 or (past_b and np.linalg.norm(p - b) < 0.5):
+            if s >= L - 0.05 or np.linalg.norm(p - b) < 0.3:
                 self.seg += 1
             else:
                 break
