@@ -374,7 +374,7 @@ class EpisodeStore:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         self._check_frame(t)
-        actions = self._lowdim("action")
+        actions = self.lowdim("action")
         if actions.ndim == 3:
             chunk = actions[t, :horizon]
             return chunk.copy(), np.ones(len(chunk), dtype=bool)
@@ -388,7 +388,7 @@ class EpisodeStore:
         if not 0 <= t < self.n_frames:
             raise IndexError(f"frame {t} out of range for {self.n_frames} frames in {self.path}")
 
-    def _lowdim(self, key: str) -> np.ndarray:
+    def lowdim(self, key: str) -> np.ndarray:
         """Committed rows of a small array, read once and kept in memory."""
         if key not in self._lowdim_cache:
             self._lowdim_cache[key] = self._arrays[key][: self.n_frames]
@@ -402,7 +402,7 @@ class EpisodeStore:
                     f"episode store {self.path} has no array {key!r}; it has {self.keys}"
                 )
             if key in _LOWDIM_KEYS:
-                values = np.array(self._lowdim(key)[rows])  # a copy: callers may write to it
+                values = np.array(self.lowdim(key)[rows])  # a copy: callers may write to it
             else:
                 values = self._arrays[key][rows]
             if key.startswith("images/"):

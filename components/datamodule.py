@@ -1,0 +1,167 @@
+"""Training data: windows from several episode stores, mixed by weight across embodiments and tasks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from components import action_space
+from components.backbone import load_tokenizer, make_image_processor
+from components.embodiment import Embodiments
+from components.episode_store import EpisodeStore
+from components.normalization import NormStats, compute_stats, load_stats
+from components.processor import VLAProcessor
+from components.vla import load_model_config
+
+
+@dataclass
+class DatasetEntry:
+    """One episode store in the mixture; ``weight`` is its share of the samples."""
+    path: str
+    weight: float = 1.0
+
+
+def _lowdim(store: EpisodeStore, key: str) -> np.ndarray:
+    values = store.lowdim(key)
+    return values.reshape(-1, values.shape[-1])
+
+
+def check_store(store: EpisodeStore, embodiments: Embodiments) -> None:
+    """Every value of the store's actions and states lies in its embodiment's declared ranges."""
+    spec = embodiments[store.embodiment]
+    missing = [c for c in spec.camera_names if c not in store.cameras]
+    if missing:
+        raise ValueError(f"{store.path}: embodiment '{spec.name}' needs camera(s) {missing}, "
+                         f"the store has {store.cameras}")
+    spec.check_range("action", _lowdim(store, "action"), store.path)
+    if spec.state_dim:
+        spec.check_range("state", _lowdim(store, "state"), store.path)
+
+
+def compute_embodiment_stats(stores: list[EpisodeStore], embodiments: Embodiments) -> dict[str, dict[str, NormStats]]:
+    """q01/q99 per canonical dimension over all stores of each embodiment (masked dims skipped)."""
+    stats = {}
+    for name in sorted({s.embodiment for s in stores}):
+        spec = embodiments[name]
+        mine = [s for s in stores if s.embodiment == name]
+        actions = np.concatenate([action_space.pad(_lowdim(s, "action"), spec.action_indices) for s in mine])
+        entry = {"action": compute_stats(actions, spec.action_mask)}
+        if spec.state_dim:
+            states = np.concatenate([action_space.pad(_lowdim(s, "state"), spec.state_indices) for s in mine])
+            entry["state"] = compute_stats(states, spec.state_mask)
+        stats[name] = entry
+    return stats
+
+
+class WindowDataset(Dataset):
+    """Item ``i`` -> one processed sample: observation at frame t and the action chunk from t."""
+
+    def __init__(self, paths: list[str], frames: list[np.ndarray], processor: VLAProcessor):
+        self.paths = paths
+        self.frames = frames  # per store: the global frame indices this split may use
+        self.offsets = np.cumsum([0] + [len(f) for f in frames])
+        self.processor = processor
+        self._stores: dict[int, EpisodeStore] = {}  # opened lazily: each worker opens its own
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def store(self, j: int) -> EpisodeStore:
+        if j not in self._stores:
+            self._stores[j] = EpisodeStore.open(self.paths[j])
+        return self._stores[j]
+
+    def __getitem__(self, i: int) -> dict:
+        j = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        t = int(self.frames[j][i - self.offsets[j]])
+        store = self.store(j)
+        spec = self.processor.embodiments[store.embodiment]
+        keys = ["state"] + [f"images/{c}" for c in spec.camera_names]
+        frame = store.get_frame(t, keys)
+        actions, time_mask = store.get_window(t, spec.chunk_horizon)
+        sample = self.processor.encode_observation(frame["images"], frame["state"], frame["instruction"], spec.name)
+        sample.update(self.processor.encode_actions(actions, time_mask, spec.name))
+        sample["embodiment"] = spec.name
+        return sample
+
+
+class MixtureDataModule(L.LightningDataModule):
+    """Stores mixed by weight. ``model`` names the model config whose tokenizer and image size the
+    samples are prepared for (linked from the model's ``model`` argument by the CLI).
+
+    ``val_episodes``: the last N episodes of each store are held out for validation/test; 0 uses
+    (a fixed subset of) the training frames, which is what an overfitting check wants.
+    """
+
+    def __init__(self, datasets: list[DatasetEntry], model: str = "tiny", batch_size: int = 16,
+                 num_workers: int = 2, samples_per_epoch: int = 1024, val_episodes: int = 0,
+                 val_samples: int = 64, norm_stats: str | None = None, seed: int = 0):
+        super().__init__()
+        if not datasets:
+            raise ValueError("data.datasets is empty: give at least one {path, weight} episode store")
+        self.datasets = [d if isinstance(d, DatasetEntry) else DatasetEntry(**d) for d in datasets]
+        self.model = model
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.samples_per_epoch = samples_per_epoch
+        self.val_episodes = val_episodes
+        self.val_samples = val_samples
+        self.norm_stats_path = norm_stats
+        self.seed = seed
+        self.processor: VLAProcessor | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.processor is not None:
+            return
+        stores = []
+        for d in self.datasets:
+            if not Path(d.path).exists():
+                raise FileNotFoundError(f"data.datasets: episode store '{d.path}' does not exist")
+            stores.append(EpisodeStore.open(d.path))
+        embodiments = Embodiments.from_config_dir(sorted({s.embodiment for s in stores}))
+        for s in stores:
+            check_store(s, embodiments)
+        stats = (load_stats(self.norm_stats_path) if self.norm_stats_path
+                 else compute_embodiment_stats(stores, embodiments))
+        cfg = load_model_config(self.model).backbone
+        self.processor = VLAProcessor(load_tokenizer(cfg), make_image_processor(cfg), embodiments, stats,
+                                      cfg.image_size)
+        train, val = [], []
+        for s in stores:
+            n_val = min(self.val_episodes, s.n_episodes - 1)
+            cut = int(s.episode_ends[s.n_episodes - n_val - 1])
+            train.append(np.arange(cut))
+            val.append(np.arange(cut, s.n_frames) if n_val else np.arange(cut))
+        paths = [s.path for s in stores]
+        self.train_set = WindowDataset(paths, train, self.processor)
+        self.val_set = WindowDataset(paths, val, self.processor)
+        weights = [d.weight for d in self.datasets]
+        self.train_weights = torch.cat([torch.full((len(f),), w / len(f), dtype=torch.double)
+                                        for f, w in zip(train, weights)])
+        rng = np.random.default_rng(self.seed)
+        self.val_indices = rng.choice(len(self.val_set), size=min(self.val_samples, len(self.val_set)),
+                                      replace=False)
+
+    def _loader(self, dataset, **kwargs) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                          collate_fn=self.processor.collate, persistent_workers=self.num_workers > 0,
+                          **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        sampler = WeightedRandomSampler(self.train_weights, self.samples_per_epoch, replacement=True,
+                                        generator=generator)
+        return self._loader(self.train_set, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(torch.utils.data.Subset(self.val_set, self.val_indices.tolist()))
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

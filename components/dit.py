@@ -1,0 +1,133 @@
+"""The DiT flow-matching action decoder.
+
+Tokens: one state token followed by H action tokens. Each block conditions on the flow time with
+adaLN-Zero (shift, scale and gate for self-attention, cross-attention and MLP), lets the tokens
+attend to each other, then cross-attends to the backbone prefix. The cross-attention keys/values
+depend only on the prefix, so ``cross_kv`` computes them once per sampling call and every Euler
+step reuses them (lifetime: one ``VLA.sample`` call).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from components.action_space import ACTION_DIM, MAX_HORIZON
+
+
+@dataclass
+class DiTConfig:
+    hidden: int = 256
+    layers: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    prefix_dim: int = 128  # backbone hidden size; set from the backbone
+    action_dim: int = ACTION_DIM
+    max_horizon: int = MAX_HORIZON
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Tensor:
+    """Sinusoidal embedding of flow time ``t [B]`` in [0, 1] -> ``[B, dim]``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * 1000.0 * freqs[None] / max_period * (2 * math.pi)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def modulate(x, shift, scale):
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden: int, heads: int, cross: bool):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(hidden, hidden)
+        self.kv = nn.Linear(hidden, 2 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.cross = cross
+
+    def split(self, x):  # [B, S, hidden] -> [B, heads, S, dh]
+        b, s, _ = x.shape
+        return x.view(b, s, self.heads, -1).transpose(1, 2)
+
+    def keys_values(self, source):
+        k, v = self.kv(source).chunk(2, dim=-1)
+        return self.split(k), self.split(v)
+
+    def forward(self, x, kv=None, key_mask=None):
+        """``x [B,S,h]``; ``kv``: precomputed ``(k, v)`` (cross) or None (self); ``key_mask [B,Sk]`` bool."""
+        q = self.split(self.q(x))
+        k, v = kv if kv is not None else self.keys_values(x)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(x.shape))
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        h = cfg.hidden
+        self.norm1 = nn.LayerNorm(h, elementwise_affine=False, eps=1e-6)
+        self.self_attn = Attention(h, cfg.heads, cross=False)
+        self.norm2 = nn.LayerNorm(h, elementwise_affine=False, eps=1e-6)
+        self.cross_attn = Attention(h, cfg.heads, cross=True)
+        self.norm3 = nn.LayerNorm(h, elementwise_affine=False, eps=1e-6)
+        inner = int(h * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(h, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, h))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(h, 9 * h))
+        nn.init.zeros_(self.ada[1].weight)
+        nn.init.zeros_(self.ada[1].bias)
+
+    def forward(self, x, c, cross_kv, token_mask, prefix_mask):
+        s1, c1, g1, s2, c2, g2, s3, c3, g3 = self.ada(c).chunk(9, dim=-1)
+        x = x + g1[:, None] * self.self_attn(modulate(self.norm1(x), s1, c1), key_mask=token_mask)
+        x = x + g2[:, None] * self.cross_attn(modulate(self.norm2(x), s2, c2), kv=cross_kv, key_mask=prefix_mask)
+        return x + g3[:, None] * self.mlp(modulate(self.norm3(x), s3, c3))
+
+
+class DiT(nn.Module):
+    """Predicts the flow velocity ``v [B, H, D]`` of noisy action chunks ``x_t [B, H, D]``."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        h, d = cfg.hidden, cfg.action_dim
+        self.action_in = nn.Linear(2 * d, h)  # [x_t, dim_mask]: the mask is an input too (RDT)
+        self.state_in = nn.Linear(2 * d, h)   # [state, state_mask]
+        self.pos = nn.Parameter(torch.zeros(1, 1 + cfg.max_horizon, h))
+        nn.init.normal_(self.pos, std=0.02)
+        self.time_mlp = nn.Sequential(nn.Linear(h, h), nn.SiLU(), nn.Linear(h, h))
+        self.prefix_proj = nn.Sequential(nn.Linear(cfg.prefix_dim, h), nn.LayerNorm(h))
+        self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.layers))
+        self.final_norm = nn.LayerNorm(h, elementwise_affine=False, eps=1e-6)
+        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(h, 2 * h))
+        self.final = nn.Linear(h, d)
+        for layer in (self.final_ada[1], self.final):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def cross_kv(self, prefix: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Cross-attention keys/values of every block from ``prefix [B, L, prefix_dim]``."""
+        p = self.prefix_proj(prefix)
+        return [blk.cross_attn.keys_values(p) for blk in self.blocks]
+
+    def forward(self, x_t, t, state, state_mask, dim_mask, cross_kv, prefix_mask, time_mask=None):
+        """``x_t [B,H,D]``, ``t [B]``, ``state/state_mask/dim_mask [B,D]``, ``prefix_mask [B,L]`` bool,
+        ``time_mask [B,H]`` bool or None (all valid). Returns ``v [B,H,D]``."""
+        b, horizon, d = x_t.shape
+        dm = dim_mask.to(x_t.dtype)
+        act = self.action_in(torch.cat([x_t, dm[:, None].expand(b, horizon, d)], dim=-1))
+        st = self.state_in(torch.cat([state, state_mask.to(x_t.dtype)], dim=-1))[:, None]
+        x = torch.cat([st, act], dim=1) + self.pos[:, : 1 + horizon]
+        token_mask = None
+        if time_mask is not None:
+            token_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=x.device), time_mask.bool()], dim=1)
+        c = self.time_mlp(timestep_embedding(t, self.cfg.hidden))
+        for blk, kv in zip(self.blocks, cross_kv):
+            x = blk(x, c, kv, token_mask, prefix_mask)
+        shift, scale = self.final_ada(c).chunk(2, dim=-1)
+        return self.final(modulate(self.final_norm(x[:, 1:]), shift, scale))

@@ -1,0 +1,93 @@
+"""The action decoder as an ONNX graph: the whole N-step Euler loop, cross K/V computed once inside.
+
+The backbone stays in torch (it runs once per observation); the decoder loop, which runs N times
+per chunk, goes to onnxruntime.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from components.dit import DiT
+from components.vla import euler_integrate
+
+INPUTS = ["noise", "prefix", "prefix_mask", "state", "state_mask", "dim_mask"]
+
+
+class DecoderSampler(nn.Module):
+    """``noise [B,K,H,D]``, ``prefix [B,L,P]``, ``prefix_mask [B,L]``, ``state/state_mask/dim_mask [B,D]``
+    -> normalized chunks ``[B,K,H,D]``."""
+
+    def __init__(self, dit: DiT, num_steps: int):
+        super().__init__()
+        self.dit = dit
+        self.num_steps = num_steps
+
+    def forward(self, noise, prefix, prefix_mask, state, state_mask, dim_mask):
+        b, k, h, d = noise.shape
+
+        def per_candidate(x):  # [B, ...] -> [B*K, ...] without a data-dependent repeat count
+            return x[:, None].expand(b, k, *x.shape[1:]).reshape(b * k, *x.shape[1:])
+
+        kv = [(per_candidate(a), per_candidate(v)) for a, v in self.dit.cross_kv(prefix)]
+        pmask = per_candidate(prefix_mask > 0)
+        st, sm, dm = per_candidate(state), per_candidate(state_mask), per_candidate(dim_mask)
+
+        def velocity(x, t):
+            return self.dit(x, t, st, sm, dm, kv, pmask)
+
+        out = euler_integrate(velocity, noise.reshape(b * k, h, d), dm[:, None, :], self.num_steps)
+        return out.reshape(b, k, h, d)
+
+
+def example_inputs(dit: DiT, batch: int = 1, k: int = 2, horizon: int = 8, length: int = 24):
+    d, p = dit.cfg.action_dim, dit.cfg.prefix_dim
+    return (torch.randn(batch, k, horizon, d), torch.randn(batch, length, p),
+            torch.ones(batch, length, dtype=torch.int64), torch.randn(batch, d),
+            torch.ones(batch, d), torch.ones(batch, d))
+
+
+def export_decoder(dit: DiT, num_steps: int, path: str | Path) -> Path:
+    """Export the decoder loop with dynamic batch, candidates, horizon and prefix length."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = DecoderSampler(dit.eval(), num_steps).eval()
+    batch, k, horizon, length = (torch.export.Dim(n, min=m, max=x) for n, m, x in
+                                 (("batch", 1, 256), ("k", 1, 64), ("horizon", 2, dit.cfg.max_horizon),
+                                  ("length", 2, 8192)))
+    shapes = ({0: batch, 1: k, 2: horizon}, {0: batch, 1: length}, {0: batch, 1: length},
+              {0: batch}, {0: batch}, {0: batch})
+    with torch.no_grad():
+        program = torch.onnx.export(module, example_inputs(dit), dynamo=True, input_names=INPUTS,
+                                    output_names=["chunks"], dynamic_shapes=shapes)
+    tmp = path.with_suffix(".tmp.onnx")
+    program.save(str(tmp))
+    tmp.rename(path)
+    path.with_suffix(".json").write_text(json.dumps({"num_steps": num_steps, "inputs": INPUTS}, indent=2))
+    return path
+
+
+class OnnxDecoder:
+    """Runs an exported decoder with onnxruntime; same call as ``DecoderSampler``, numpy in/out."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no exported decoder at '{path}': run `vla-stack export --policy DIR --out DIR`")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.num_steps = json.loads(path.with_suffix(".json").read_text())["num_steps"]
+
+    def __call__(self, noise, prefix, prefix_mask, state, state_mask, dim_mask) -> np.ndarray:
+        def np32(x, dtype=np.float32):
+            return (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(dtype)
+        feed = {"noise": np32(noise), "prefix": np32(prefix), "prefix_mask": np32(prefix_mask, np.int64),
+                "state": np32(state), "state_mask": np32(state_mask), "dim_mask": np32(dim_mask)}
+        return self.session.run(["chunks"], feed)[0]

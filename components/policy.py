@@ -1,0 +1,112 @@
+"""The policy API: one checkpoint, any of its embodiments, K candidate chunks per observation.
+
+    policy = Policy.from_pretrained("runs/vla_tiny/pretrained")
+    chunks = policy.sample(obs, embodiment="aloha", instruction="...", num_samples=8)  # [K, H, 14]
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.embodiment import EmbodimentSpec
+from components.onnx_export import OnnxDecoder
+from components.processor import VLAProcessor
+from components.vla import VLA
+
+DECODER_FILE = "decoder.onnx"
+
+
+class ObservationError(ValueError):
+    """An observation does not match what the embodiment spec declares."""
+
+
+def validate_observation(obs: dict, spec: EmbodimentSpec) -> None:
+    """Check ``obs = {"images": {camera: uint8 [H,W,3]}, "state": [S]}`` against the spec, before any model runs."""
+    where = f"observation for embodiment '{spec.name}'"
+    if not isinstance(obs, dict) or "images" not in obs or not isinstance(obs["images"], dict):
+        raise ObservationError(f"{where}: expected a dict with 'images' (camera name -> uint8 HxWx3 array) "
+                               f"and 'state'; got {type(obs).__name__} with keys "
+                               f"{sorted(obs) if isinstance(obs, dict) else '-'}")
+    for cam in spec.cameras:
+        if cam.name not in obs["images"]:
+            raise ObservationError(f"{where}: missing camera '{cam.name}' (cameras given: "
+                                   f"{sorted(obs['images'])}; the spec needs {spec.camera_names})")
+        img = np.asarray(obs["images"][cam.name])
+        if img.dtype != np.uint8:
+            raise ObservationError(f"{where}: camera '{cam.name}' image has dtype {img.dtype}, expected uint8 "
+                                   f"(0..255 RGB)")
+        if img.shape != (cam.height, cam.width, 3):
+            raise ObservationError(f"{where}: camera '{cam.name}' image has shape {img.shape}, expected "
+                                   f"({cam.height}, {cam.width}, 3) as declared in {spec.source}")
+    if spec.state_dim:
+        if obs.get("state") is None:
+            raise ObservationError(f"{where}: missing 'state' ({spec.state_dim} values: "
+                                   f"{[s.name for s in spec.state_slots]})")
+        state = np.asarray(obs["state"], dtype=np.float64)
+        if state.shape != (spec.state_dim,):
+            raise ObservationError(f"{where}: 'state' has shape {state.shape}, expected ({spec.state_dim},) "
+                                   f"for slots {[s.name for s in spec.state_slots]}")
+        bad = ~np.isfinite(state)
+        if bad.any():
+            names = [spec.state_slots[i].name for i in np.flatnonzero(bad)]
+            raise ObservationError(f"{where}: 'state' has NaN/inf in slot(s) {names}")
+
+
+class Policy:
+    def __init__(self, vla: VLA, processor: VLAProcessor, onnx_decoder: OnnxDecoder | None = None):
+        self.vla = vla.eval()
+        self.processor = processor
+        self.onnx_decoder = onnx_decoder
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, decoder: str = "torch") -> "Policy":
+        """``decoder``: "torch" or "onnx" (``decoder.onnx`` written by ``vla-stack export`` into the
+        directory, or its ``--out``)."""
+        directory = Path(directory)
+        vla, raw = VLA.from_pretrained(directory)
+        processor = VLAProcessor.load(directory, raw.get("norm_stats_sha256"), vla.config.backbone.image_size)
+        if decoder not in ("torch", "onnx"):
+            raise ValueError(f"decoder must be 'torch' or 'onnx', got '{decoder}'")
+        onnx = OnnxDecoder(directory / DECODER_FILE) if decoder == "onnx" else None
+        return cls(vla, processor, onnx)
+
+    @property
+    def embodiments(self) -> list[str]:
+        return self.processor.embodiments.names()
+
+    def batch(self, obs: dict, embodiment: str, instruction: str) -> dict:
+        spec = self.processor.embodiments[embodiment]
+        validate_observation(obs, spec)
+        return self.processor.collate([self.processor.encode_observation(
+            obs["images"], obs.get("state"), instruction, embodiment)])
+
+    @torch.no_grad()
+    def sample(self, obs: dict, embodiment: str, instruction: str, num_samples: int = 1,
+               num_steps: int | None = None, seed: int | None = None) -> np.ndarray:
+        """K candidate chunks ``[K, H, A]`` in the embodiment's units and slot order."""
+        spec = self.processor.embodiments[embodiment]
+        batch = self.batch(obs, embodiment, instruction)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        noise = torch.randn((1, num_samples, spec.chunk_horizon, self.vla.config.decoder.action_dim),
+                            generator=generator)
+        if self.onnx_decoder is not None:
+            if num_steps not in (None, self.onnx_decoder.num_steps):
+                raise ValueError(f"the exported decoder integrates {self.onnx_decoder.num_steps} steps; "
+                                 f"num_steps={num_steps} needs a new export")
+            prefix = self.vla.backbone(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
+                                       batch["image_grid_thw"])
+            chunks = self.onnx_decoder(noise, prefix, batch["attention_mask"], batch["state"],
+                                       batch["state_mask"], batch["dim_mask"])
+        else:
+            chunks = self.vla.sample(batch, spec.chunk_horizon, num_samples, num_steps, noise=noise)
+        return self.processor.decode_actions(chunks[0], embodiment)
+
+    def describe(self) -> str:
+        cfg = self.vla.config
+        n = sum(p.numel() for p in self.vla.parameters())
+        return json.dumps({"embodiments": self.embodiments, "parameters": n,
+                           "num_flow_steps": cfg.num_flow_steps,
+                           "decoder": "onnxruntime" if self.onnx_decoder else "torch"})

@@ -1,0 +1,91 @@
+"""The Lightning module: the VLA, its training step, and the checkpoint directory it exports."""
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from components.processor import VLAProcessor
+from components.vla import VLA, load_model_config
+
+
+def export_pretrained(vla: VLA, processor: VLAProcessor, directory: str | Path) -> Path:
+    """Write the HF-style checkpoint directory atomically: a reader sees the old one or the new one,
+    never half of one."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        digest = processor.save(tmp)
+        vla.save_pretrained(tmp, extra={"norm_stats_sha256": digest})
+        old = directory.with_name(directory.name + ".old")
+        if directory.exists():
+            directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+class VLAModule(L.LightningModule):
+    """``model``: a preset under configs/model (tiny, full) or a YAML path; ``overrides`` patch it.
+    ``export_dir``: where the checkpoint directory (DESIGN.md) is written when fitting ends."""
+
+    def __init__(self, model: str = "tiny", overrides: dict | None = None, lr: float = 3e-4,
+                 weight_decay: float = 0.01, warmup_steps: int = 20, export_dir: str | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.vla = VLA(load_model_config(model, overrides))
+        self.processor: VLAProcessor | None = None
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and datamodule.processor is not None:
+            self.processor = datamodule.processor
+
+    def training_step(self, batch, batch_idx):
+        loss = self.vla.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", self.vla.loss(batch), prog_bar=True, batch_size=len(batch["input_ids"]), sync_dist=True)
+
+    def test_step(self, batch, batch_idx):
+        self.log("test/loss", self.vla.loss(batch), batch_size=len(batch["input_ids"]), sync_dist=True)
+
+    def predict_step(self, batch, batch_idx):
+        """Sampled chunks in robot units, with the mean absolute error to the recorded ones."""
+        horizon = batch["actions"].shape[1]
+        chunks = self.vla.sample(batch, horizon=horizon)[:, 0]
+        out = []
+        for i, name in enumerate(batch["embodiment"]):
+            valid = batch["time_mask"][i].cpu().numpy()
+            pred = self.processor.decode_actions(chunks[i], name)[valid]
+            true = self.processor.decode_actions(batch["actions"][i], name)[valid]
+            out.append({"embodiment": name, "instruction": batch["instruction"][i] if "instruction" in batch else None,
+                        "predicted": pred, "recorded": true, "mae": float(abs(pred - true).mean())})
+        return out
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warm = min(self.hparams.warmup_steps, total // 2)
+
+        def schedule(step):
+            if step < warm:
+                return (step + 1) / (warm + 1)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+                                                   "interval": "step"}}
+
+    def on_train_end(self) -> None:
+        if self.hparams.export_dir and self.trainer.is_global_zero:
+            path = export_pretrained(self.vla, self.processor, self.hparams.export_dir)
+            print(f"checkpoint directory written: {path}")

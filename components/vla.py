@@ -1,0 +1,179 @@
+"""The VLA: backbone (once per observation) + DiT decoder (N Euler steps for K candidates).
+
+Flow matching as in pi0: ``x_t = t * noise + (1 - t) * actions`` with ``t ~ Beta(1.5, 1)``, the
+decoder predicts ``u = noise - actions``, and sampling integrates from t=1 (noise) to t=0 with
+Euler steps. Padding never matters: padded dimensions and time steps are zeroed in ``x_t``, kept
+out of attention and out of the loss.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from components.backbone import Backbone, BackboneConfig
+from components.dit import DiT, DiTConfig
+from components.embodiment import REPO_ROOT
+
+MODEL_CONFIG_DIR = REPO_ROOT / "configs" / "model"
+
+
+@dataclass
+class VLAConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    decoder: DiTConfig = field(default_factory=DiTConfig)
+    num_flow_steps: int = 10
+    time_beta: tuple[float, float] = (1.5, 1.0)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "VLAConfig":
+        raw = dict(raw)
+        backbone = BackboneConfig(**raw.pop("backbone", {}))
+        backbone.image_size = tuple(backbone.image_size)
+        decoder = DiTConfig(**raw.pop("decoder", {}))
+        if "time_beta" in raw:
+            raw["time_beta"] = tuple(raw["time_beta"])
+        return cls(backbone=backbone, decoder=decoder, **raw)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_model_config(name_or_path: str, overrides: dict | None = None) -> VLAConfig:
+    """A preset name under ``configs/model/`` (``tiny``, ``full``) or a YAML path, plus overrides."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = MODEL_CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        presets = sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"model config '{name_or_path}' not found: expected one of {presets} "
+                                f"or a path to a YAML file")
+    raw = yaml.safe_load(path.read_text())
+    for section, values in (overrides or {}).items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(values)
+        else:
+            raw[section] = values
+    return VLAConfig.from_dict(raw)
+
+
+def euler_integrate(velocity, x: torch.Tensor, mask: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """Integrate the flow from t=1 (noise ``x [B,H,D]``) to t=0 in ``num_steps`` Euler steps;
+    ``mask [B,1,D]`` keeps padded dimensions at zero throughout."""
+    x = x * mask
+    dt = -1.0 / num_steps
+    for i in range(num_steps):
+        t = torch.full((x.shape[0],), 1.0 + i * dt, device=x.device, dtype=x.dtype)
+        x = (x + dt * velocity(x, t)) * mask
+    return x
+
+
+@dataclass
+class Prefix:
+    """What one observation batch contributes to decoding: per-block cross K/V and the key mask."""
+    cross_kv: list[tuple[torch.Tensor, torch.Tensor]]
+    mask: torch.Tensor  # [B, L] bool
+
+    def repeat(self, k: int) -> "Prefix":
+        """Each observation repeated for ``k`` candidates (``[B*k, ...]``, observation-major)."""
+        if k == 1:
+            return self
+        rep = [(a.repeat_interleave(k, 0), b.repeat_interleave(k, 0)) for a, b in self.cross_kv]
+        return Prefix(rep, self.mask.repeat_interleave(k, 0))
+
+
+class VLA(nn.Module):
+    def __init__(self, config: VLAConfig, hf_config=None, load_backbone_weights: bool = True):
+        super().__init__()
+        self.config = config
+        self.backbone = Backbone(config.backbone, hf_config=hf_config, load_weights=load_backbone_weights)
+        config.decoder.prefix_dim = self.backbone.hidden_size
+        self.decoder = DiT(config.decoder)
+
+    # ---- the two halves ----------------------------------------------------------------------
+    def encode(self, batch: dict) -> Prefix:
+        """Backbone once, then the decoder's cross-attention K/V once."""
+        prefix = self.backbone(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
+                               batch["image_grid_thw"])
+        return Prefix(self.decoder.cross_kv(prefix), batch["attention_mask"].bool())
+
+    def velocity(self, x_t, t, batch, prefix: Prefix, time_mask=None):
+        return self.decoder(x_t, t, batch["state"], batch["state_mask"], batch["dim_mask"],
+                            prefix.cross_kv, prefix.mask, time_mask)
+
+    # ---- training ----------------------------------------------------------------------------
+    def loss(self, batch: dict) -> torch.Tensor:
+        """Masked flow-matching loss. ``batch["actions"] [B,H,D]`` normalized, ``time_mask [B,H]``,
+        ``dim_mask [B,D]``."""
+        actions = batch["actions"]
+        b = actions.shape[0]
+        mask = batch["time_mask"].to(actions.dtype)[:, :, None] * batch["dim_mask"].to(actions.dtype)[:, None, :]
+        a, bb = self.config.time_beta
+        t = torch.distributions.Beta(a, bb).sample((b,)).to(actions.device) * 0.999 + 0.001
+        noise = torch.randn_like(actions)
+        x_t = (t[:, None, None] * noise + (1 - t[:, None, None]) * actions) * mask
+        v = self.velocity(x_t, t, batch, self.encode(batch), batch["time_mask"])
+        err = (v - (noise - actions)) ** 2 * mask
+        return err.sum() / mask.sum().clamp(min=1)
+
+    # ---- inference ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, batch: dict, horizon: int, num_samples: int = 1, num_steps: int | None = None,
+               generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+               cache: bool = True) -> torch.Tensor:
+        """Normalized chunks ``[B, K, horizon, D]`` (padded dims are 0).
+
+        ``cache=False`` recomputes the backbone and the cross K/V at every Euler step: the
+        baseline the benchmark compares the cached path against.
+        """
+        n = num_steps or self.config.num_flow_steps
+        b = batch["input_ids"].shape[0]
+        d = self.config.decoder.action_dim
+        k = num_samples
+        if noise is None:
+            noise = torch.randn((b, k, horizon, d), generator=generator, device=batch["input_ids"].device)
+        rep = {key: batch[key].repeat_interleave(k, 0) for key in ("state", "state_mask", "dim_mask")}
+        mask = rep["dim_mask"].to(noise.dtype)[:, None, :]
+        prefix = self.encode(batch).repeat(k) if cache else None
+
+        def velocity(x, t):
+            return self.velocity(x, t, rep, prefix if cache else self.encode(batch).repeat(k))
+
+        return euler_integrate(velocity, noise.reshape(b * k, horizon, d), mask, n).reshape(b, k, horizon, d)
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"vla": self.config.to_dict(), "backbone_hf_config": self.backbone.model.config.to_dict(),
+                  **(extra or {})}
+        (directory / "config.json").write_text(json.dumps(config, indent=2, default=list))
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / "model.safetensors"))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> tuple["VLA", dict]:
+        directory = Path(directory)
+        cfg_path = directory / "config.json"
+        if not cfg_path.exists():
+            raise FileNotFoundError(f"'{directory}' is not a VLA checkpoint directory: no config.json "
+                                    f"(expected config.json, model.safetensors, embodiments.yaml, "
+                                    f"norm_stats.json, tokenizer/)")
+        raw = json.loads(cfg_path.read_text())
+        config = VLAConfig.from_dict(raw["vla"])
+        hf = dict(raw["backbone_hf_config"])
+        from transformers import AutoConfig
+        hf_config = AutoConfig.for_model(hf.pop("model_type"), **hf)
+        model = cls(config, hf_config=hf_config, load_backbone_weights=False)
+        state = load_file(str(directory / "model.safetensors"))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{directory}/model.safetensors does not match config.json: "
+                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return model.eval(), raw

@@ -1,0 +1,138 @@
+"""``vla-stack bench policy``: latencies and throughputs measured side by side in one run."""
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, num_steps: int = 10,
+                 batch_size: int = 16, threads: int | None = None) -> dict:
+    """Benchmark a policy: chunk latency at K=1 and K=8, cached prefix vs recomputing the
+    backbone every flow step, torch vs onnxruntime, training and data-loader samples/s.
+
+    Args:
+        policy: checkpoint directory.
+        data: episode stores for the training/data-loader rows (default: synthetic stores written
+            to a temporary directory).
+        repeats: timed repetitions per row (after one warm-up).
+        num_steps: Euler steps N.
+        batch_size: batch size of the training and data-loader rows.
+        threads: torch/onnxruntime threads (default: torch's default).
+    """
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from components.datamodule import DatasetEntry, MixtureDataModule
+    from components.onnx_export import OnnxDecoder, export_decoder
+    from components.policy import Policy
+    from components.synthetic import _render
+    from stack.commands import synth
+
+    if threads:
+        torch.set_num_threads(threads)
+    pol = Policy.from_pretrained(policy)
+    vla = pol.vla
+    name = pol.embodiments[0]
+    spec = pol.processor.embodiments[name]
+    obs = {"images": {c.name: _render(c.height, c.width, np.array([0.3, -0.2]), np.array([-0.5, 0.4]))
+                      for c in spec.cameras},
+           "state": np.array([(s.low + s.high) / 2 for s in spec.state_slots], np.float32)}
+    batch = pol.batch(obs, name, "reach the red target")
+    h, d = spec.chunk_horizon, vla.config.decoder.action_dim
+
+    def timed(fn) -> list[float]:
+        fn()
+        out = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t0) * 1e3)
+        return out
+
+    rows: dict[str, list[float]] = {}
+    with torch.no_grad():
+        rows["backbone B (prefix: backbone + cross K/V)"] = timed(lambda: vla.encode(batch))
+        prefix = vla.encode(batch)
+        rep = {k: batch[k] for k in ("state", "state_mask", "dim_mask")}
+        x = torch.randn(1, h, d)
+        t = torch.ones(1)
+        rows["decoder step D (K=1)"] = timed(lambda: vla.velocity(x, t, rep, prefix))
+        for k in (1, 8):
+            rows[f"chunk K={k} N={num_steps} cached (torch)"] = timed(
+                lambda k=k: vla.sample(batch, h, k, num_steps))
+        rows[f"chunk K=1 N={num_steps} uncached (torch)"] = timed(
+            lambda: vla.sample(batch, h, 1, num_steps, cache=False))
+        tmp = Path(tempfile.mkdtemp(prefix="vla_bench_"))
+        onnx = OnnxDecoder(export_decoder(vla.decoder, num_steps, tmp / "decoder.onnx"), threads=threads)
+        hidden = vla.backbone(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
+                              batch["image_grid_thw"])
+        noise8 = torch.randn(1, 8, h, d)
+        rows[f"decoder loop K=8 N={num_steps} torch eager"] = timed(
+            lambda: _decoder_only(vla, hidden, batch, noise8, num_steps))
+        rows[f"decoder loop K=8 N={num_steps} onnxruntime"] = timed(lambda: onnx(
+            noise8, hidden, batch["attention_mask"], batch["state"], batch["state_mask"], batch["dim_mask"]))
+
+    # training and data loading on the same machine, same run
+    stores = data or synth(out_dir=str(tmp / "data"), episodes=4, steps=30)
+    dm = MixtureDataModule([DatasetEntry(p) for p in stores], batch_size=batch_size, num_workers=2,
+                           samples_per_epoch=batch_size * (repeats + 2))
+    dm.setup("fit")
+    loader_iter = iter(dm.train_dataloader())
+    next(loader_iter)
+    t0 = time.perf_counter()
+    n_batches = 0
+    for _ in loader_iter:
+        n_batches += 1
+    loader_sps = n_batches * batch_size / (time.perf_counter() - t0)
+    train_batch = dm.processor.collate([dm.train_set[i % len(dm.train_set)] for i in range(batch_size)])
+    vla.train()
+    opt = torch.optim.AdamW(vla.parameters(), lr=1e-5)
+
+    def train_step():
+        opt.zero_grad()
+        vla.loss(train_batch).backward()
+        opt.step()
+
+    train_ms = timed(train_step)
+    vla.eval()
+    train_sps = batch_size / (statistics.median(train_ms) / 1e3)
+
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    p95 = {k: float(np.percentile(v, 95)) for k, v in rows.items()}
+    print(f"\npolicy {policy} ({pol.describe()}), embodiment {name}, H={h}, torch threads "
+          f"{torch.get_num_threads()}, {repeats} repeats\n")
+    print(f"{'measurement':<48}{'p50 ms':>10}{'p95 ms':>10}")
+    for k in rows:
+        print(f"{k:<48}{med[k]:10.2f}{p95[k]:10.2f}")
+    b, dstep = med["backbone B (prefix: backbone + cross K/V)"], med["decoder step D (K=1)"]
+    n = num_steps
+    predicted = n * (b + dstep) / (b + n * dstep)
+    measured = med[f"chunk K=1 N={n} uncached (torch)"] / med[f"chunk K=1 N={n} cached (torch)"]
+    ort_speedup = med[f"decoder loop K=8 N={n} torch eager"] / med[f"decoder loop K=8 N={n} onnxruntime"]
+    result = {
+        "uncached_over_cached": measured, "predicted_N(B+D)/(B+N*D)": predicted,
+        "measured_over_predicted": measured / predicted,
+        "onnxruntime_speedup_K8": ort_speedup,
+        "train_samples_per_s": train_sps, "loader_samples_per_s": loader_sps,
+        "loader_over_train": loader_sps / train_sps,
+        "p50_ms": med, "p95_ms": p95,
+    }
+    print(f"\n{'ratio':<48}{'value':>10}")
+    print(f"{'uncached / cached, measured':<48}{measured:10.2f}")
+    print(f"{'N(B+D)/(B+N*D), predicted from B and D':<48}{predicted:10.2f}")
+    print(f"{'measured / predicted':<48}{measured / predicted:10.2f}")
+    print(f"{'onnxruntime speed-up over eager (K=8)':<48}{ort_speedup:10.2f}")
+    print(f"{'training samples/s (batch ' + str(batch_size) + ')':<48}{train_sps:10.1f}")
+    print(f"{'data-loader samples/s (2 workers)':<48}{loader_sps:10.1f}")
+    print(f"{'data loader / training':<48}{loader_sps / train_sps:10.2f}")
+    return result
+
+
+def _decoder_only(vla, hidden, batch, noise, num_steps):
+    """The torch twin of the exported graph: cross K/V from the prefix, then the Euler loop."""
+    from components.onnx_export import DecoderSampler
+    return DecoderSampler(vla.decoder, num_steps)(noise, hidden, batch["attention_mask"], batch["state"],
+                                                  batch["state_mask"], batch["dim_mask"])

@@ -1,0 +1,161 @@
+"""Subcommands of ``vla-stack`` other than the Lightning ones; each is a function whose signature
+is its command line."""
+from __future__ import annotations
+
+import csv
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from components.embodiment import REPO_ROOT, Embodiments
+
+TRAIN_CONFIG = REPO_ROOT / "configs" / "train" / "vla_tiny.yaml"
+
+
+def synth(out_dir: str = "runs/data", episodes: int = 8, steps: int = 30, seed: int = 0,
+          embodiments: list[str] | None = None) -> list[str]:
+    """Write synthetic point-reaching episode stores (one per embodiment) for tests and the demo.
+
+    Args:
+        out_dir: directory that receives ``synthetic_<embodiment>.zarr``.
+        episodes: episodes per store.
+        steps: frames per episode.
+        seed: random seed of the scenes.
+        embodiments: which embodiments (default: all under configs/embodiments).
+    """
+    from components.synthetic import make_synthetic_store
+    specs = Embodiments.from_config_dir(embodiments)
+    paths = []
+    for i, spec in enumerate(specs):
+        path = Path(out_dir) / f"synthetic_{spec.name}.zarr"
+        if path.exists():
+            shutil.rmtree(path)
+        make_synthetic_store(path, spec, episodes=episodes, steps=steps, seed=seed + i)
+        print(f"wrote {path}: {episodes} episodes x {steps} frames ({spec.name})")
+        paths.append(str(path))
+    return paths
+
+
+def stats(data: list[str], out: str = "norm_stats.json") -> str:
+    """Compute normalization statistics (q01/q99, masked dims skipped) of episode stores.
+
+    Writes one entry per embodiment (what training uses, pooled over its stores) and one per
+    dataset (``dataset:<path>``), and prints the file's sha256.
+
+    Args:
+        data: episode store paths.
+        out: output JSON path.
+    """
+    from components.datamodule import check_store, compute_embodiment_stats
+    from components.episode_store import EpisodeStore
+    from components.normalization import save_stats
+    stores = [EpisodeStore.open(p) for p in data]
+    embodiments = Embodiments.from_config_dir(sorted({s.embodiment for s in stores}))
+    for s in stores:
+        check_store(s, embodiments)
+    result = compute_embodiment_stats(stores, embodiments)
+    for s in stores:
+        result[f"dataset:{s.path}"] = compute_embodiment_stats([s], embodiments)[s.embodiment]
+    digest = save_stats(out, result)
+    print(f"wrote {out} (sha256 {digest}) for {sorted(k for k in result if not k.startswith('dataset:'))}")
+    return out
+
+
+def export(policy: str, out: str, num_steps: int | None = None, atol: float = 1e-4) -> str:
+    """Export a policy's action decoder (the whole Euler loop) to ONNX for onnxruntime.
+
+    ``out`` becomes a complete policy directory (the checkpoint plus ``decoder.onnx``), loadable with
+    ``Policy.from_pretrained(out, decoder="onnx")``. The export is checked against torch before it
+    is kept.
+
+    Args:
+        policy: checkpoint directory.
+        out: output directory.
+        num_steps: Euler steps baked into the graph (default: the model's).
+        atol: largest allowed |onnxruntime - torch| on the check inputs.
+    """
+    import torch
+
+    from components.onnx_export import DecoderSampler, OnnxDecoder, example_inputs, export_decoder
+    from components.policy import DECODER_FILE
+    from components.vla import VLA
+    src, dst = Path(policy).resolve(), Path(out).resolve()
+    vla, _ = VLA.from_pretrained(src)
+    n = num_steps or vla.config.num_flow_steps
+    if dst != src:
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(src, dst)
+    path = export_decoder(vla.decoder, n, dst / DECODER_FILE)
+    torch.manual_seed(0)
+    inputs = example_inputs(vla.decoder, batch=2, k=3, horizon=7, length=33)
+    with torch.no_grad():
+        ref = DecoderSampler(vla.decoder, n)(*inputs).numpy()
+    got = OnnxDecoder(path)(*inputs)
+    err = float(np.abs(got - ref).max())
+    if err > atol:
+        path.unlink()
+        raise RuntimeError(f"exported decoder disagrees with torch: max |diff| {err:.2e} > {atol:g}; not kept")
+    print(f"wrote {path} ({n} Euler steps); onnxruntime vs torch max |diff| = {err:.2e}")
+    return str(dst)
+
+
+def sample(policy: str, embodiment: list[str] | None = None, num_samples: int = 1, seed: int = 0,
+           decoder: str = "torch") -> None:
+    """Sample one chunk per embodiment on a synthetic observation and print it with slot names.
+
+    Args:
+        policy: checkpoint directory.
+        embodiment: embodiments to sample for (default: all the checkpoint knows).
+        num_samples: candidates per observation (the first is printed).
+        seed: noise seed.
+        decoder: "torch" or "onnx".
+    """
+    from components.policy import Policy
+    from components.synthetic import INSTRUCTIONS, _render
+    pol = Policy.from_pretrained(policy, decoder=decoder)
+    rng = np.random.default_rng(seed)
+    for name in embodiment or pol.embodiments:
+        spec = pol.processor.embodiments[name]
+        target, agent = rng.uniform(-0.8, 0.8, 2), rng.uniform(-0.8, 0.8, 2)
+        obs = {"images": {c.name: _render(c.height, c.width, target, agent) for c in spec.cameras},
+               "state": np.array([(s.low + s.high) / 2 for s in spec.state_slots], np.float32)}
+        t0 = time.perf_counter()
+        chunks = pol.sample(obs, name, INSTRUCTIONS[0], num_samples=num_samples, seed=seed)
+        ms = (time.perf_counter() - t0) * 1e3
+        shown = min(4, chunks.shape[1])
+        print(f"\n{name}: chunk {tuple(chunks.shape[1:])} ({num_samples} candidate(s), {ms:.0f} ms); "
+              f"first {shown} steps of candidate 0:")
+        print(f"  {'slot':<22}" + "".join(f"{'t=' + str(t):>9}" for t in range(shown)))
+        for j, slot in enumerate(spec.action_slots):
+            print(f"  {slot.name:<22}" + "".join(f"{chunks[0, t, j]:9.3f}" for t in range(shown)))
+
+
+def _loss_curve(log_root: Path) -> list[float]:
+    files = sorted(log_root.glob("logs/version_*/metrics.csv"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        return []
+    with open(files[-1]) as f:
+        return [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
+
+
+def demo(steps: int = 300, episodes: int = 8) -> None:
+    """First run: write the small synthetic dataset, train the tiny VLA jointly on all four
+    embodiments, then sample one chunk per embodiment from the trained checkpoint. Everything is
+    written under ./runs (the paths of configs/train/vla_tiny.yaml).
+
+    Args:
+        steps: training steps.
+        episodes: synthetic episodes per embodiment.
+    """
+    from stack.cli import lightning_main
+    synth(out_dir="runs/data", episodes=episodes)
+    t0 = time.perf_counter()
+    lightning_main(["fit", "--config", str(TRAIN_CONFIG), "--trainer.max_steps", str(steps)])
+    losses = _loss_curve(Path("runs/vla_tiny"))
+    if losses:
+        print(f"\ntrained {steps} steps in {time.perf_counter() - t0:.0f} s: "
+              f"train loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    sample("runs/vla_tiny/pretrained")

@@ -1,0 +1,81 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from components.policy import ObservationError, Policy
+
+
+def observation(policy, name):
+    spec = policy.processor.embodiments[name]
+    rng = np.random.default_rng(0)
+    return {"images": {c.name: rng.integers(0, 255, (c.height, c.width, 3), dtype=np.uint8) for c in spec.cameras},
+            "state": np.array([(s.low + s.high) / 2 for s in spec.state_slots], np.float32)}
+
+
+def test_one_set_of_weights_serves_every_embodiment(policy):
+    assert sorted(policy.embodiments) == ["aloha", "fetch", "video", "wheeled"]
+    for name, (h, a) in {"aloha": (50, 14), "fetch": (10, 4), "wheeled": (8, 4), "video": (8, 4)}.items():
+        chunks = policy.sample(observation(policy, name), name, "reach the red target", num_samples=3, seed=0)
+        assert chunks.shape == (3, h, a) and chunks.dtype == np.float32
+        assert np.isfinite(chunks).all()
+
+
+def test_sampling_is_reproducible_with_a_seed(policy):
+    obs = observation(policy, "fetch")
+    a = policy.sample(obs, "fetch", "reach", num_samples=2, seed=3)
+    b = policy.sample(obs, "fetch", "reach", num_samples=2, seed=3)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a[0], a[1])
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda o: o["images"].pop("top"), r"missing camera 'top' \(cameras given: \[\]; the spec needs \['top'\]\)"),
+    (lambda o: o["images"].update(top=np.zeros((240, 320, 3), np.float32)),
+     r"camera 'top' image has dtype float32, expected uint8"),
+    (lambda o: o["images"].update(top=np.zeros((480, 640, 3), np.uint8)),
+     r"camera 'top' image has shape \(480, 640, 3\), expected \(240, 320, 3\) as declared in"),
+    (lambda o: o["state"].__setitem__(3, np.nan), r"'state' has NaN/inf in slot\(s\) \['left_forearm_roll'\]"),
+    (lambda o: o.__setitem__("state", np.zeros(7)), r"'state' has shape \(7,\), expected \(14,\)"),
+    (lambda o: o.pop("state"), r"missing 'state' \(14 values"),
+])
+def test_bad_observation_is_rejected_before_the_model_runs(policy, mutate, message):
+    obs = observation(policy, "aloha")
+    mutate(obs)
+    calls = []
+    original = policy.vla.backbone.forward
+    policy.vla.backbone.forward = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        with pytest.raises(ObservationError, match=r"observation for embodiment 'aloha': " + message):
+            policy.sample(obs, "aloha", "transfer the cube")
+    finally:
+        del policy.vla.backbone.forward
+    assert not calls
+
+
+def test_unknown_embodiment_is_a_clear_error(policy):
+    with pytest.raises(ValueError, match="unknown embodiment 'spot'; this model knows"):
+        policy.sample(observation(policy, "fetch"), "spot", "reach")
+
+
+def test_checkpoint_directory_has_the_documented_layout(tiny_checkpoint):
+    from pathlib import Path
+    names = {p.name for p in Path(tiny_checkpoint).iterdir()}
+    assert {"config.json", "model.safetensors", "embodiments.yaml", "norm_stats.json", "tokenizer"} <= names
+    assert len(json.loads((Path(tiny_checkpoint) / "config.json").read_text())["norm_stats_sha256"]) == 64
+
+
+def test_tampered_norm_stats_are_refused_on_load(tiny_checkpoint, tmp_path):
+    copy = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, copy)
+    stats = json.loads((copy / "norm_stats.json").read_text())
+    stats["fetch"]["action"]["q99"][14] += 0.5
+    (copy / "norm_stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    with pytest.raises(ValueError, match="norm_stats.json was modified or belongs to another checkpoint"):
+        Policy.from_pretrained(copy)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a VLA checkpoint directory: no config.json"):
+        Policy.from_pretrained(tmp_path)
