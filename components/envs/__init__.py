@@ -19,3 +19,20 @@ for _id, _entry, _steps, _kw in (
 ):
     if _id not in _gym.registry:
         _gym.register(id=_id, entry_point=_entry, max_episode_steps=_steps, kwargs=_kw)
+
+#: which embodiment spec (configs/embodiments/<name>.yaml) each environment's robot is
+EMBODIMENT_OF = {
+    "vla_stack/AlohaTransferCube-v0": "aloha",
+    "vla_stack/AlohaInsertion-v0": "aloha",
+    "vla_stack/FetchReach-v0": "fetch",
+    "vla_stack/FetchPush-v0": "fetch",
+    "vla_stack/FetchPickAndPlace-v0": "fetch",
+    "vla_stack/Wheeled-v0": "wheeled",
+    "vla_stack/WheeledHallway-v0": "wheeled",
+}
+
+
+def embodiment_of(env_id: str) -> str:
+    if env_id not in EMBODIMENT_OF:
+        raise KeyError(f"unknown environment '{env_id}'; known: {sorted(EMBODIMENT_OF)}")
+    return EMBODIMENT_OF[env_id]

@@ -1,0 +1,63 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from components.datamodule import DatasetEntry, MixtureDataModule
+from components.embodiment import EmbodimentError, Embodiments
+from components.episode_store import EpisodeStore
+from components.normalization import load_stats
+
+
+def test_mixture_draws_embodiments_by_weight(synthetic_stores):
+    dm = MixtureDataModule([DatasetEntry(synthetic_stores["fetch"], 3.0), DatasetEntry(synthetic_stores["wheeled"], 1.0)],
+                           batch_size=8, num_workers=0, samples_per_epoch=2000)
+    dm.setup("fit")
+    sampler = dm.train_dataloader().sampler
+    stores = [dm.train_set.paths[int(np.searchsorted(dm.train_set.offsets, i, side="right") - 1)] for i in sampler]
+    share = Counter(stores)[synthetic_stores["fetch"]] / len(stores)
+    assert 0.70 < share < 0.80  # 3:1 weights -> 75 %
+
+
+def test_batches_mix_embodiments_with_their_own_masks(datamodule):
+    ds = datamodule.train_set
+    batch = datamodule.processor.collate([ds[int(o)] for o in ds.offsets[:-1]])
+    specs = datamodule.processor.embodiments
+    for i, name in enumerate(batch["embodiment"]):
+        assert (batch["dim_mask"][i].numpy() == specs[name].action_mask).all()
+        assert batch["time_mask"][i].sum() == min(specs[name].chunk_horizon, 12)  # episodes have 12 frames
+    assert batch["input_ids"].shape[1] % 32 == 0
+
+
+def test_out_of_range_training_data_names_embodiment_slot_and_file(tmp_path):
+    spec = Embodiments.from_config_dir(["fetch"])["fetch"]
+    path = tmp_path / "bad_fetch.zarr"
+    store = EpisodeStore.create(path, embodiment="fetch", fps=25, cameras=["front"])
+    action = np.zeros((5, 4), np.float32)
+    action[2, 1] = 3.0  # dy is declared in [-1, 1]
+    store.append_episode({"action": action, "state": np.full((5, 4), 0.6, np.float32),
+                          "images": {"front": np.zeros((5, 120, 160, 3), np.uint8)}}, "reach")
+    dm = MixtureDataModule([DatasetEntry(str(path))], num_workers=0)
+    with pytest.raises(EmbodimentError, match=rf"{path}: 'action' value 3 in slot 'dy' is outside the range "
+                                              rf"\[-1, 1\] declared by embodiment 'fetch'"):
+        dm.setup("fit")
+    assert spec.action_dim == 4
+
+
+def test_store_of_unknown_embodiment_is_refused(tmp_path):
+    path = tmp_path / "spot.zarr"
+    store = EpisodeStore.create(path, embodiment="spot", fps=10, cameras=["front"])
+    store.append_episode({"action": np.zeros((2, 3), np.float32), "state": np.zeros((2, 3), np.float32),
+                          "images": {"front": np.zeros((2, 8, 8, 3), np.uint8)}}, "walk")
+    with pytest.raises(EmbodimentError, match=r"unknown embodiment\(s\) \['spot'\]"):
+        MixtureDataModule([DatasetEntry(str(path))], num_workers=0).setup("fit")
+
+
+def test_stats_command_writes_per_embodiment_and_per_dataset_stats(synthetic_stores, tmp_path):
+    from stack.commands import stats
+    out = stats([synthetic_stores["fetch"], synthetic_stores["aloha"]], str(tmp_path / "norm_stats.json"))
+    loaded = load_stats(out)
+    assert {"fetch", "aloha", f"dataset:{synthetic_stores['fetch']}"} <= set(loaded)
+    fetch = loaded["fetch"]["action"]
+    assert fetch.mask.sum() == 4 and (fetch.q99[fetch.mask] > fetch.q01[fetch.mask]).all()
+    assert not loaded["aloha"]["action"].mask[14:].any()
