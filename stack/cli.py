@@ -30,7 +30,8 @@ def lightning_main(args: list[str]) -> None:
 
 def commands() -> dict:
     from stack import bench, commands as c
-    return {"demo": c.demo, "synth": c.synth, "stats": c.stats, "export": c.export,
+    from stack.collect import collect
+    return {"collect": collect, "demo": c.demo, "synth": c.synth, "stats": c.stats, "export": c.export,
             "sample": c.sample, "bench": {"policy": bench.bench_policy}}
 
 

@@ -1,0 +1,321 @@
+"""``vla-stack collect``: scripted-expert demonstrations of a simulated task into an episode store.
+
+One store holds one environment. Episode seeds are deterministic: the candidate seeds are
+``seed, seed + 1, seed + 2, ...`` in order, seeds already in the store are skipped, and an
+episode the expert fails is discarded (its seed is tried again, and fails again, on a later
+run). So the store holds the first N seeds on which the expert succeeds, and running the same
+command again completes it to N episodes without duplicates. Each frame records the seed of
+its episode in ``data/episode_seed`` [T] int64.
+
+Workers (spawned processes, each with its own env) only *produce* episodes; the parent process
+is the only writer and appends them in seed order, so a killed run leaves a valid store
+(:class:`~components.episode_store.EpisodeStore` commits whole episodes only).
+
+What a frame holds, per embodiment (``images/<cam>`` at the spec's camera size everywhere):
+
+* fetch: ``action`` [T, 4] the expert's action, ``state`` [T, 4], ``success`` [T] bool;
+* wheeled: ``action`` [T, 8, 4] the robot-frame waypoints ``future_waypoints`` of the driven
+  trajectory (one every ``waypoint_spacing_s``), ``state`` [T, 2] the last commanded (v, omega),
+  ``depth`` [T, H, W] float32 m, ``pose`` [T, 3] float64 (x, z, yaw; MiniWorld frame),
+  ``success`` [T] bool;
+* aloha: ``action`` [T, 14] absolute joint targets (joint-space replay of the planned
+  demonstration), ``state`` [T, 14].
+
+``success[t]`` says whether the task is achieved in the observation of frame t.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from components.embodiment import EmbodimentSpec, Embodiments
+
+SEED_KEY = "episode_seed"
+#: attribute of the store's root group naming what produced it (env id and kwargs)
+SOURCE_ATTR = "collect"
+
+
+@dataclass
+class Produced:
+    """One expert episode as a worker returns it; ``episode`` is None when it is discarded."""
+
+    seed: int
+    steps: int
+    success: bool
+    instruction: str = ""
+    episode: dict | None = field(default=None, repr=False)
+
+
+# ---------------------------------------------------------------------------------- producers
+
+
+def _env_spec(env_id: str) -> EmbodimentSpec:
+    import components.envs as envs
+
+    if env_id not in envs.EMBODIMENT_OF:
+        raise ValueError(f"unknown environment {env_id!r}; known: {sorted(envs.EMBODIMENT_OF)}")
+    name = envs.embodiment_of(env_id)
+    return Embodiments.from_config_dir([name])[name]
+
+
+class EpisodeProducer:
+    """Builds one env for ``env_id`` and turns a seed into one recorded expert episode."""
+
+    def __init__(self, env_id: str, env_kwargs: dict):
+        import gymnasium as gym
+
+        self.spec = _env_spec(env_id)
+        self.env_id = env_id
+        camera = self.spec.cameras[0]
+        kwargs = {"image_size": (camera.height, camera.width), **env_kwargs}
+        kind = self.spec.name
+        if kind == "aloha":
+            from components.envs.aloha_expert import AlohaExpert
+
+            kwargs.setdefault("cameras", tuple(self.spec.camera_names))
+            self.expert = AlohaExpert()
+        elif kind not in ("fetch", "wheeled"):
+            raise ValueError(f"{env_id}: no scripted expert for embodiment {kind!r}")
+        self.env = gym.make(env_id, **kwargs)
+        if kind == "fetch":
+            from components.envs.fetch_expert import FetchExpert
+
+            self.expert = FetchExpert(self.env.unwrapped.task)
+        self._run: Callable[[int], Produced] = getattr(self, f"_{kind}")
+
+    def __call__(self, seed: int) -> Produced:
+        produced = self._run(seed)
+        if produced.success and produced.steps > 0:
+            produced.episode[SEED_KEY] = np.full(produced.steps, seed, dtype=np.int64)
+        else:
+            produced.episode = None
+        return produced
+
+    def close(self) -> None:
+        self.env.close()
+
+    def _fetch(self, seed: int) -> Produced:
+        env, expert = self.env, self.expert
+        obs, info = env.reset(seed=seed)
+        expert.reset()
+        images, states, actions, success = [], [], [], []
+        while True:
+            action = expert.act(env.unwrapped.raw_obs)
+            images.append(obs["images"]["front"])
+            states.append(obs["state"])
+            actions.append(action)
+            success.append(info["is_success"])
+            obs, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                break
+        episode = {"action": np.stack(actions), "state": np.stack(states),
+                   "images": {"front": np.stack(images)}, "success": np.array(success)}
+        # gymnasium-robotics convention: success is judged at the last step
+        return Produced(seed, len(actions), bool(info["is_success"]), info["instruction"], episode)
+
+    def _wheeled(self, seed: int) -> Produced:
+        from components.envs.wheeled_expert import WheeledExpert, future_waypoints
+
+        env, spec = self.env, self.spec
+        stride = int(round(spec.waypoint_spacing_s / env.unwrapped.dt))
+        obs, info = env.reset(seed=seed)
+        instruction = info["instruction"]
+        expert = WheeledExpert.from_env(env)
+        images, depths, states, poses, success = [], [], [], [info["pose"]], []
+        terminated = truncated = bool(info["is_success"])  # nothing to demonstrate
+        while not (terminated or truncated):
+            images.append(obs["images"]["front"])
+            depths.append(obs["depth"])
+            states.append(obs["state"])
+            success.append(info["is_success"])
+            obs, _, terminated, truncated, info = env.step(expert.act(info["pose"]))
+            poses.append(info["pose"])
+        steps = len(states)
+        if not (info["is_success"] and steps):
+            return Produced(seed, steps, False)
+        trajectory = np.stack(poses)  # [T + 1, 3]: the pose reached after the last step too
+        waypoints = np.stack([future_waypoints(trajectory, t, num=spec.chunk_horizon, stride=stride)
+                              for t in range(steps)])
+        episode = {"action": waypoints, "state": np.stack(states), "images": {"front": np.stack(images)},
+                   "depth": np.stack(depths), "pose": trajectory[:-1], "success": np.array(success)}
+        return Produced(seed, steps, True, instruction, episode)
+
+    def _aloha(self, seed: int) -> Produced:
+        from components.envs.aloha_expert import rollout_expert
+
+        out = rollout_expert(self.env_id, seed, expert=self.expert, env=self.env)
+        episode = {"action": out["action"], "state": out["state"], "images": out["images"]}
+        return Produced(seed, len(out["action"]), bool(out["success"]), out["instruction"], episode)
+
+
+# ---------------------------------------------------------------------------------- workers
+
+_WORKER: EpisodeProducer | None = None
+
+
+def _init_worker(env_id: str, env_kwargs: dict) -> None:
+    global _WORKER
+    _WORKER = EpisodeProducer(env_id, env_kwargs)
+
+
+def _produce_in_worker(seed: int) -> Produced:
+    return _WORKER(seed)
+
+
+def _produce_in_order(env_id: str, env_kwargs: dict, seeds: Iterator[int], workers: int,
+                      still_needed: Callable[[], int]) -> Iterator[Produced]:
+    """Episodes of ``seeds`` in seed order, produced by ``workers`` processes (1: this process).
+
+    ``still_needed()`` is how many more successful episodes the caller wants; no more seeds
+    are started than that (plus one queued per worker, so that no worker idles).
+    """
+    if workers == 1:
+        producer = EpisodeProducer(env_id, env_kwargs)
+        try:
+            for seed in seeds:
+                if still_needed() <= 0:
+                    return
+                yield producer(seed)
+        finally:
+            producer.close()
+        return
+    pending: deque[Future] = deque()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(env_id, env_kwargs)) as pool:
+        try:
+            while True:
+                while len(pending) < 2 * workers and len(pending) < still_needed():
+                    pending.append(pool.submit(_produce_in_worker, next(seeds)))
+                if not pending:
+                    return
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+# ---------------------------------------------------------------------------------- store
+
+
+def _check_episode(spec: EmbodimentSpec, produced: Produced, env_id: str) -> None:
+    where = f"{env_id} seed {produced.seed}"
+    episode = produced.episode
+    spec.check_range("action", episode["action"], f"{where} (expert action)")
+    spec.check_range("state", episode["state"], f"{where} (env state)")
+    for camera in spec.cameras:
+        shape = episode["images"][camera.name].shape[1:3]
+        if shape != (camera.height, camera.width):
+            raise ValueError(f"{where}: camera {camera.name!r} renders {shape[0]}x{shape[1]} but "
+                             f"embodiment {spec.name!r} ({spec.source}) declares "
+                             f"{camera.height}x{camera.width}")
+
+
+def _open_store(out: str, env_id: str, env_kwargs: dict, spec: EmbodimentSpec):
+    """The store at ``out`` (created if absent) and the seeds it already holds."""
+    import zarr
+
+    from components.episode_store import EpisodeStore
+
+    source = {"env_id": env_id, "env_kwargs": env_kwargs}
+    if not Path(out).exists():
+        EpisodeStore.create(out, embodiment=spec.name, fps=spec.control_hz, cameras=spec.camera_names)
+        # Set before the store is opened for writing: its attribute writes keep what they read.
+        zarr.open_group(out, mode="r+").attrs[SOURCE_ATTR] = source
+    existing = EpisodeStore.open(out, mode="r")
+    found = zarr.open_group(out, mode="r").attrs.get(SOURCE_ATTR)
+    if existing.embodiment != spec.name or existing.cameras != spec.camera_names:
+        raise ValueError(f"{out} holds embodiment {existing.embodiment!r} with cameras {existing.cameras}; "
+                         f"{env_id} needs {spec.name!r} with {spec.camera_names}. Choose another --out.")
+    if found is None and existing.n_episodes == 0:
+        zarr.open_group(out, mode="r+").attrs[SOURCE_ATTR] = source  # killed right after creation
+    elif found != source:
+        raise ValueError(f"{out} was collected from {found or 'something other than vla-stack collect'}, "
+                         f"not from {source}; resuming would mix datasets. Choose another --out.")
+    store = EpisodeStore.open(out, mode="a")
+    seeds: set[int] = set()
+    if store.n_episodes:
+        seeds = {int(s) for s in store.lowdim(SEED_KEY)[store.episode_ends - 1]}
+    return store, seeds
+
+
+# ---------------------------------------------------------------------------------- command
+
+
+def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
+            env_kwargs: dict | None = None, max_discarded: int | None = None) -> dict:
+    """Record scripted-expert episodes of a simulated task into an episode store (zarr).
+
+    Episode seeds are ``seed, seed + 1, ...``; failed expert episodes are discarded and the next
+    seed is tried. Running the same command again skips the seeds already stored and completes
+    the store to ``episodes`` episodes. Workers produce episodes; this process alone writes them,
+    in seed order, so an interrupted run leaves a valid store.
+
+    Args:
+        env: environment id, e.g. vla_stack/FetchReach-v0, vla_stack/WheeledHallway-v0,
+            vla_stack/AlohaTransferCube-v0.
+        episodes: number of successful episodes the store should hold.
+        out: episode store path (``.zarr``); created, or completed if it exists.
+        workers: processes producing episodes (each builds its own env); 1 runs in this process.
+        seed: first episode seed.
+        env_kwargs: keyword arguments of ``gym.make`` (default none), e.g. ``{floorplan: office_small}``.
+        max_discarded: stop with an error after this many failed expert episodes
+            (default: max(10, episodes)).
+    """
+    from tqdm import tqdm
+
+    env_kwargs = dict(env_kwargs or {})
+    if episodes < 1 or workers < 1:
+        raise ValueError(f"--episodes and --workers must be >= 1, got {episodes} and {workers}")
+    spec = _env_spec(env)
+    store, stored_seeds = _open_store(out, env, env_kwargs, spec)
+    start_episodes = store.n_episodes
+    limit = max(10, episodes) if max_discarded is None else max_discarded
+    discarded: list[int] = []
+    written = steps = 0
+
+    def still_needed() -> int:
+        return episodes - store.n_episodes
+
+    candidates = (s for s in range(seed, seed + 2**31) if s not in stored_seeds)
+    t0 = time.perf_counter()
+    bar = tqdm(total=max(episodes - start_episodes, 0), unit="ep", desc=env, dynamic_ncols=True)
+    produced_episodes = _produce_in_order(env, env_kwargs, candidates, workers, still_needed)
+    try:
+        for produced in produced_episodes:
+            steps += produced.steps
+            if produced.episode is None:
+                discarded.append(produced.seed)
+                if len(discarded) > limit:
+                    raise RuntimeError(f"{env}: the expert failed on {len(discarded)} seed(s) {discarded}; "
+                                       f"stopping (raise --max_discarded to go on)")
+            else:
+                _check_episode(spec, produced, env)
+                store.append_episode(produced.episode, produced.instruction)
+                written += 1
+                bar.update(1)
+            bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - t0):.0f}",
+                            discarded=len(discarded))
+    finally:
+        produced_episodes.close()
+        bar.close()
+    seconds = time.perf_counter() - t0
+    summary = {
+        "env": env, "out": out, "workers": workers, "written": written,
+        "episodes": store.n_episodes, "requested": episodes, "discarded": len(discarded),
+        "discarded_seeds": discarded, "frames": store.n_frames, "seconds": round(seconds, 2),
+        "env_steps": steps, "env_steps_per_s": round(steps / seconds, 1) if seconds > 0 else None,
+    }
+    failed = f" (seeds {discarded})" if discarded else ""
+    print(f"{env} -> {out}: wrote {written} episodes ({store.n_episodes}/{episodes} in the store), "
+          f"discarded {len(discarded)} failed expert episodes{failed}; "
+          f"{store.n_frames} frames in the store; {seconds:.1f} s, {steps} env steps, "
+          f"{summary['env_steps_per_s']} env steps/s with {workers} worker(s)")
+    return summary

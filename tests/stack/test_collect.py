@@ -1,0 +1,111 @@
+"""`vla-stack collect`: expert episodes into an episode store, resumable, checked against the spec."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.embodiment import Embodiments
+from components.episode_store import EpisodeStore
+from stack.cli import main
+from stack.collect import collect
+
+FETCH = "vla_stack/FetchReach-v0"
+
+
+def seeds_of(store: EpisodeStore) -> list[int]:
+    return store.lowdim("episode_seed")[store.episode_ends - 1].tolist()
+
+
+def tree_snapshot(path: Path) -> dict:
+    return {p: p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def fetch_store(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("collect") / "reach.zarr"
+    collect(env=FETCH, episodes=2, out=str(out))
+    return out
+
+
+def test_fetch_store_matches_the_spec_and_has_instructions(fetch_store):
+    spec = Embodiments.from_config_dir(["fetch"])["fetch"]
+    store = EpisodeStore.open(fetch_store)
+    assert (store.embodiment, store.cameras, store.fps) == ("fetch", spec.camera_names, spec.control_hz)
+    assert store.n_episodes == 2 and seeds_of(store) == [0, 1]
+    episode = store.get_episode(0)
+    camera = spec.cameras[0]
+    assert episode["images"][camera.name].shape[1:] == (camera.height, camera.width, 3)
+    assert episode["action"].shape[1] == spec.action_dim and episode["state"].shape[1] == spec.state_dim
+    spec.check_range("action", episode["action"], "test")
+    spec.check_range("state", episode["state"], "test")
+    assert episode["success"][-1]
+    assert all(text == "move the gripper to the red target" for text in store.instructions)
+
+
+def test_rerun_completes_the_store_without_duplicates_or_touching_old_episodes(fetch_store, tmp_path):
+    resumed = tmp_path / "reach.zarr"
+    shutil.copytree(fetch_store, resumed)
+    before = EpisodeStore.open(resumed)
+    old = [before.get_episode(i) for i in range(2)]
+    summary = collect(env=FETCH, episodes=3, out=str(resumed))
+    store = EpisodeStore.open(resumed)
+    assert summary["written"] == 1 and store.n_episodes == 3
+    assert seeds_of(store) == [0, 1, 2]
+    for i in range(2):
+        np.testing.assert_array_equal(store.get_episode(i)["action"], old[i]["action"])
+        np.testing.assert_array_equal(store.get_episode(i)["images"]["front"], old[i]["images"]["front"])
+    assert collect(env=FETCH, episodes=3, out=str(resumed))["written"] == 0
+
+
+def test_two_workers_write_the_same_episodes_in_seed_order(fetch_store, tmp_path):
+    out = tmp_path / "reach2.zarr"
+    collect(env=FETCH, episodes=2, out=str(out), workers=2)
+    one, two = EpisodeStore.open(fetch_store), EpisodeStore.open(out)
+    assert seeds_of(two) == [0, 1]
+    np.testing.assert_array_equal(two.lowdim("action"), one.lowdim("action"))
+
+
+def test_wheeled_actions_are_chunks_of_eight_waypoints_in_range(tmp_path):
+    out = tmp_path / "hallway.zarr"
+    main(["collect", "--env", "vla_stack/Wheeled-v0", "--env_kwargs", "{floorplan: hallway}",
+          "--episodes", "1", "--out", str(out), "--seed", "3"])
+    spec = Embodiments.from_config_dir(["wheeled"])["wheeled"]
+    store = EpisodeStore.open(out)
+    episode = store.get_episode(0)
+    steps = len(episode["state"])
+    assert episode["action"].shape == (steps, spec.chunk_horizon, 4)
+    spec.check_range("action", episode["action"], "test")
+    assert episode["depth"].shape == (steps, 60, 80) and episode["pose"].shape == (steps, 3)
+    assert seeds_of(store) == [3] and store.instructions[0].startswith("go to")
+    # waypoint k of frame 0 is the pose 5 (= 0.5 s / 0.1 s) * k steps later, seen from frame 0
+    x0, z0, yaw0 = episode["pose"][0]
+    x5, z5 = episode["pose"][5, :2]
+    forward = (x5 - x0) * np.cos(yaw0) - (z5 - z0) * np.sin(yaw0)
+    assert episode["action"][0, 0, 0] == pytest.approx(forward, abs=1e-4)
+
+
+def test_failed_expert_episodes_are_discarded_and_too_many_failures_stop(tmp_path):
+    one_step = {"max_episode_steps": 1}  # the reach expert rarely succeeds in one step
+    summary = collect(env=FETCH, episodes=1, out=str(tmp_path / "a.zarr"), env_kwargs=one_step)
+    failed = summary["discarded_seeds"]
+    assert failed and failed == list(range(len(failed)))
+    assert seeds_of(EpisodeStore.open(tmp_path / "a.zarr")) == [len(failed)]
+    with pytest.raises(RuntimeError, match=r"failed on 1 seed\(s\) \[0\]"):
+        collect(env=FETCH, episodes=1, out=str(tmp_path / "b.zarr"), env_kwargs=one_step, max_discarded=0)
+    assert EpisodeStore.open(tmp_path / "b.zarr").n_episodes == 0
+
+
+def test_unknown_env_id_names_the_known_ones(tmp_path):
+    with pytest.raises(ValueError, match="unknown environment 'vla_stack/Nope-v0'.*FetchReach-v0"):
+        collect(env="vla_stack/Nope-v0", episodes=1, out=str(tmp_path / "x.zarr"))
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_store_of_another_embodiment_or_env_is_refused_untouched(fetch_store):
+    before = tree_snapshot(fetch_store)
+    with pytest.raises(ValueError, match="holds embodiment 'fetch'.*needs 'wheeled'"):
+        collect(env="vla_stack/WheeledHallway-v0", episodes=1, out=str(fetch_store))
+    with pytest.raises(ValueError, match="FetchReach-v0.*not from.*FetchPush-v0"):
+        collect(env="vla_stack/FetchPush-v0", episodes=3, out=str(fetch_store))
+    assert tree_snapshot(fetch_store) == before
