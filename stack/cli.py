@@ -31,8 +31,9 @@ def lightning_main(args: list[str]) -> None:
 def commands() -> dict:
     from stack import bench, commands as c
     from stack.collect import collect
+    from stack.runner import run
     return {"collect": collect, "demo": c.demo, "synth": c.synth, "stats": c.stats, "export": c.export,
-            "sample": c.sample, "bench": {"policy": bench.bench_policy}}
+            "sample": c.sample, "bench": {"policy": bench.bench_policy}, "run": run}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,139 @@
+"""Result files of evaluation runs: the Wilson interval, the run-result JSON of DESIGN.md, and
+rollout videos with the instruction, step and outcome written on every frame.
+
+Both files are written atomically (a temporary file in the same directory, then ``os.replace``),
+so a killed run never leaves a half-written result or video behind.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion; ``(0, 1)`` when ``n == 0``.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0/n or n/n, which
+    are common outcomes of small evaluation runs.
+    """
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes}/{n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1.0 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def latency_summary(ms: list[float]) -> dict | None:
+    """``{p50, p95}`` in milliseconds, or None if nothing was measured."""
+    if not ms:
+        return None
+    return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95))}
+
+
+def _atomic_target(path: str | Path) -> tuple[Path, Path]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return path, Path(tmp)
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    path, tmp = _atomic_target(path)
+    try:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def summary_line(result: dict) -> str:
+    """``env: k/N success (rate, 95% CI [lo, hi]), decision p50 X ms``."""
+    lo, hi = result["ci95"]
+    decision = result["decision_ms"]["p50"] if result["decision_ms"] else float("nan")
+    return (f"{result['env']}: {result['successes']}/{result['episodes']} success "
+            f"({result['success_rate']:.2f}, 95% CI [{lo:.2f}, {hi:.2f}]), decision p50 {decision:.0f} ms")
+
+
+MIN_VIDEO_HEIGHT = 240
+_BLOCK = 16  # H.264 macro block: frames are padded to multiples of it instead of being resampled
+
+
+def annotate(frame: np.ndarray, lines: list[str], min_height: int = MIN_VIDEO_HEIGHT) -> np.ndarray:
+    """``frame: uint8 [H, W, 3]`` upscaled (nearest, integer factor) to at least ``min_height`` rows,
+    with ``lines`` of text in a black band above it; padded to multiples of 16."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    frame = np.asarray(frame, dtype=np.uint8)
+    scale = max(1, math.ceil(min_height / frame.shape[0]))
+    big = np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1)
+    font = ImageFont.load_default(size=13)
+    line_h = 16
+    band = line_h * len(lines) + 4
+    h, w = big.shape[0] + band, big.shape[1]
+    canvas = Image.new("RGB", (w + (-w) % _BLOCK, h + (-h) % _BLOCK))
+    canvas.paste(Image.fromarray(big), (0, band))
+    draw = ImageDraw.Draw(canvas)
+    for i, text in enumerate(lines):
+        draw.text((4, 2 + i * line_h), text, fill=(255, 255, 255), font=font)
+    return np.asarray(canvas)
+
+
+def wrap_text(text: str, width_px: int, char_px: int = 7) -> list[str]:
+    """Greedy word wrap for the default font (about ``char_px`` pixels per character)."""
+    import textwrap
+    return textwrap.wrap(text, max(10, width_px // char_px)) or [""]
+
+
+class VideoWriter:
+    """An mp4 written frame by frame (PyAV, H.264) into a temporary file that ``close`` renames to
+    ``path``; frames of one video must all have the same shape."""
+
+    def __init__(self, path: str | Path, fps: float):
+        self.path, self._tmp = _atomic_target(path)
+        self.fps = fps
+        self.frames = 0
+        self._file = None
+
+    def write(self, frame: np.ndarray) -> None:
+        import imageio.v3 as iio
+        if self._file is None:
+            self._file = iio.imopen(self._tmp, "w", plugin="pyav", extension=".mp4")
+            self._file.init_video_stream("libx264", fps=self.fps)
+        self._file.write_frame(np.ascontiguousarray(frame))
+        self.frames += 1
+
+    def close(self) -> Path | None:
+        """Finish the file; returns its path, or None (and no file) if no frame was written."""
+        try:
+            if self._file is None:
+                return None
+            self._file.close()
+            self._file = None
+            os.replace(self._tmp, self.path)
+            return self.path
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            if self._file is not None:
+                self._file.close()
+            self._tmp.unlink(missing_ok=True)
