@@ -26,6 +26,8 @@ What a frame holds, per embodiment (``images/<cam>`` at the spec's camera size e
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -162,7 +164,15 @@ _WORKER: EpisodeProducer | None = None
 
 def _init_worker(env_id: str, env_kwargs: dict) -> None:
     global _WORKER
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     _WORKER = EpisodeProducer(env_id, env_kwargs)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    # A killed parent leaves pool workers waiting on their task queue forever.
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _produce_in_worker(seed: int) -> Produced:
