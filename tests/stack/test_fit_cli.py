@@ -38,6 +38,12 @@ def test_fit_writes_checkpoint_directory_and_resumes_from_last(synthetic_stores,
     assert torch.load(last, weights_only=False)["global_step"] == 4
     from components.policy import Policy
     assert sorted(Policy.from_pretrained(pretrained).embodiments) == ["fetch", "wheeled"]
+    for command, expected in (("validate", "val/loss"), ("test", "test/loss")):
+        args = fit_args(synthetic_stores, f"--ckpt_path={last}", "--trainer.limit_val_batches=1",
+                        "--trainer.limit_test_batches=1")
+        run = vla_stack([command, *args[1:]], tmp_path)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert expected in run.stdout
 
 
 def test_fit_runs_two_steps_of_ddp_on_cpu(synthetic_stores, tmp_path):
