@@ -1,0 +1,136 @@
+"""`vla-stack run`: closed-loop episodes with a randomly initialised tiny checkpoint (it fails the tasks;
+these tests check the runner's behaviour, not the policy's skill)."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from stack.results import wilson_interval
+from stack.runner import ChunkExecutor, TemporalEnsemble, run
+
+WHEELED = "vla_stack/WheeledHallway-v0"
+FETCH = "vla_stack/FetchReach-v0"
+
+
+@pytest.mark.parametrize("k, n, expected", [
+    # z = 1.959964, z^2/n = 0.384146: at 0/n the upper bound is (z^2/n) / (1 + z^2/n) = 0.277533
+    (0, 10, (0.0, 0.277533)),
+    # at 5/10 the centre is 0.5, half width z / (1 + z^2/n) * sqrt(0.025 + z^2/400) = 0.263407
+    (5, 10, (0.236593, 0.763407)),
+    (10, 10, (0.722467, 1.0)),
+    (0, 0, (0.0, 1.0)),
+])
+def test_wilson_interval_matches_hand_computed_values(k, n, expected):
+    assert wilson_interval(k, n) == pytest.approx(expected, abs=1e-6)
+
+
+def test_wilson_interval_rejects_impossible_counts():
+    with pytest.raises(ValueError, match="need 0 <= successes <= n"):
+        wilson_interval(11, 10)
+
+
+def test_chunk_executor_runs_the_first_execute_horizon_actions_then_asks_again():
+    ex = ChunkExecutor(execute_horizon=3)
+    assert ex.needs_chunk()
+    ex.set_chunk(np.arange(10.0)[:, None])
+    assert [float(ex.action()[0]) for _ in range(3)] == [0.0, 1.0, 2.0]
+    assert ex.needs_chunk()
+
+
+def test_temporal_ensemble_weights_older_chunks_more():
+    te = TemporalEnsemble(horizon=4, decay=0.5)
+    te.set_chunk(np.zeros((4, 1)))
+    assert te.action()[0] == 0.0
+    te.set_chunk(np.ones((4, 1)))
+    w_old, w_new = 1.0, math.exp(-0.5)  # step 1 is covered by both chunks; the oldest weighs 1
+    assert te.action()[0] == pytest.approx(w_new / (w_old + w_new))
+
+
+@pytest.fixture(scope="module")
+def wheeled_run(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = run(WHEELED, tiny_checkpoint, episodes=2, seed=5, max_steps=7, num_flow_steps=2,
+                 video=str(out / "roll.mp4"), video_episodes=1, json=str(out / "result.json"))
+    return result, out
+
+
+def test_run_writes_the_design_result_json(wheeled_run):
+    result, out = wheeled_run
+    saved = json.loads((out / "result.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert saved["env"] == WHEELED and saved["episodes"] == 2 and saved["seeds"] == [5, 6]
+    assert saved["successes"] == sum(e["success"] for e in saved["per_episode"])
+    assert saved["success_rate"] == saved["successes"] / 2
+    lo, hi = saved["ci95"]
+    assert (lo, hi) == pytest.approx(wilson_interval(saved["successes"], 2))
+    assert saved["candidates"] == 1 and saved["world_model"] is None and saved["imagine_ms"] is None
+    for key in ("decision_ms", "policy_ms"):
+        assert set(saved[key]) == {"p50", "p95"} and 0 < saved[key]["p50"] <= saved[key]["p95"]
+    assert saved["execute_horizon"] == 5  # one waypoint spacing of the wheeled base
+    for ep in saved["per_episode"]:
+        assert ep["steps"] == 7 and not ep["success"]
+        assert len(ep["policy_ms"]) == 2  # a new chunk every 5 steps: at steps 0 and 5
+        assert ep["replans"] == 1 and isinstance(ep["return"], float)
+    assert saved["replans"] == 2 and saved["decisions"] == 4
+
+
+def test_video_has_one_annotated_frame_per_step_of_the_recorded_episodes(wheeled_run):
+    import imageio.v3 as iio
+    result, out = wheeled_run
+    frames = list(iio.imiter(out / "roll.mp4", plugin="pyav"))
+    assert len(frames) == result["per_episode"][0]["steps"] + 1  # reset + every step of episode 0 only
+    assert frames[0].shape[0] >= 240
+    assert result["video"] == str(out / "roll.mp4")
+    assert not list(out.glob(".roll*"))  # no temporary file left
+
+
+def test_cli_run_prints_the_summary_line(tiny_checkpoint, capsys):
+    from stack.cli import main
+    main(["run", "--env", FETCH, "--policy", tiny_checkpoint, "--episodes", "1", "--max_steps", "12",
+          "--candidates", "2", "--num_flow_steps", "2"])
+    out = capsys.readouterr().out
+    assert f"{FETCH}: 0/1 success (0.00, 95% CI [0.00, 0.79]), decision p50 " in out
+
+
+def test_temporal_ensemble_decides_every_step(tiny_checkpoint):
+    result = run(FETCH, tiny_checkpoint, episodes=1, max_steps=3, temporal_ensemble=True, num_flow_steps=2)
+    assert result["execute_horizon"] == 1 and result["decisions"] == 3
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    import gymnasium
+    monkeypatch.setattr(gymnasium, "make", lambda *a, **k: pytest.fail("an env was made despite bad input"))
+
+
+def test_unknown_env_is_a_clear_error(tiny_checkpoint, no_env):
+    with pytest.raises(ValueError, match=r"--env: unknown environment 'vla_stack/Nope-v0'; known: \["):
+        run("vla_stack/Nope-v0", tiny_checkpoint)
+
+
+def test_missing_policy_dir_is_a_clear_error(tmp_path, no_env):
+    with pytest.raises(FileNotFoundError, match=r"--policy: checkpoint directory '.*nowhere' does not exist"):
+        run(FETCH, str(tmp_path / "nowhere"))
+
+
+def test_policy_without_the_envs_embodiment_is_a_clear_error(tiny_checkpoint, no_env, monkeypatch):
+    from components.policy import Policy
+    monkeypatch.setattr(Policy, "embodiments", property(lambda self: ["fetch", "wheeled"]))
+    with pytest.raises(ValueError, match=r"does not know embodiment 'aloha' \(needed by "
+                                         r"vla_stack/AlohaTransferCube-v0\); it knows \['fetch', 'wheeled'\]"):
+        run("vla_stack/AlohaTransferCube-v0", tiny_checkpoint)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"execute_horizon": 11}, r"--execute_horizon: 11 is outside 1..10 for fetch"),
+    ({"temporal_ensemble": True, "execute_horizon": 4}, r"--temporal_ensemble decides every step"),
+])
+def test_bad_options_are_rejected_before_any_env_is_made(tiny_checkpoint, no_env, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run(FETCH, tiny_checkpoint, **kwargs)
+
+
+def test_temporal_ensemble_is_refused_for_waypoints(tiny_checkpoint, no_env):
+    with pytest.raises(ValueError, match=r"--temporal_ensemble: not available for wheeled"):
+        run(WHEELED, tiny_checkpoint, temporal_ensemble=True)
