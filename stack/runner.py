@@ -147,6 +147,7 @@ class EpisodeRecord:
     steps: int = 0
     ret: float = 0.0
     replans: int = 0
+    end: str = ""  # "terminated", "truncated" (by the env) or "max_steps" (by the runner)
     instruction: str = ""
     policy_ms: list[float] = field(default_factory=list)
     decision_ms: list[float] = field(default_factory=list)
@@ -192,7 +193,10 @@ def run_episode(env, policy, spec: EmbodimentSpec, seed: int, *, candidates: int
         rec.steps += 1
         rec.ret += float(reward)
         rec.success = bool(info.get("is_success", False))
-        done = terminated or truncated or (max_steps is not None and rec.steps >= max_steps)
+        at_cap = max_steps is not None and rec.steps >= max_steps
+        done = terminated or truncated or at_cap
+        if done:
+            rec.end = "terminated" if terminated else "truncated" if truncated else "max_steps"
         if on_frame:
             on_frame(obs, info, rec, done)
         if done:
@@ -228,8 +232,10 @@ def run(env: str, policy: str, episodes: int = 10, seed: int = 0, candidates: in
         max_steps: int | None = None, env_kwargs: dict | None = None, num_flow_steps: int | None = None,
         decoder: str = "torch", video: str | None = None, video_episodes: int = 3,
         json: str | None = None) -> dict:
-    """Evaluate a policy closed-loop in a simulation env: seeded episodes, success rate with a
-    Wilson 95 % interval, decision latencies; optionally a JSON result and an annotated video.
+    """Evaluate a policy closed-loop in a simulation env and report its success rate.
+
+    Seeded episodes; success rate with its Wilson interval (95 percent), decision latencies; optionally
+    the run-result JSON and an annotated video. Prints one summary line at the end.
 
     Args:
         env: environment id (vla_stack/FetchReach-v0, vla_stack/WheeledHallway-v0, vla_stack/AlohaTransferCube-v0, ...).

@@ -69,7 +69,7 @@ def test_run_writes_the_design_result_json(wheeled_run):
         assert set(saved[key]) == {"p50", "p95"} and 0 < saved[key]["p50"] <= saved[key]["p95"]
     assert saved["execute_horizon"] == 5  # one waypoint spacing of the wheeled base
     for ep in saved["per_episode"]:
-        assert ep["steps"] == 7 and not ep["success"]
+        assert ep["steps"] == 7 and not ep["success"] and ep["end"] == "max_steps"
         assert len(ep["policy_ms"]) == 2  # a new chunk every 5 steps: at steps 0 and 5
         assert ep["replans"] == 1 and isinstance(ep["return"], float)
     assert saved["replans"] == 2 and saved["decisions"] == 4
