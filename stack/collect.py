@@ -25,6 +25,7 @@ What a frame holds, per embodiment (``images/<cam>`` at the spec's camera size e
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import threading
@@ -186,6 +187,8 @@ def _produce_in_order(env_id: str, env_kwargs: dict, seeds: Iterator[int], worke
     ``still_needed()`` is how many more successful episodes the caller wants; no more seeds
     are started than that (plus one queued per worker, so that no worker idles).
     """
+    if still_needed() <= 0:
+        return
     if workers == 1:
         producer = EpisodeProducer(env_id, env_kwargs)
         try:
@@ -234,7 +237,7 @@ def _open_store(out: str, env_id: str, env_kwargs: dict, spec: EmbodimentSpec):
 
     from components.episode_store import EpisodeStore
 
-    source = {"env_id": env_id, "env_kwargs": env_kwargs}
+    source = json.loads(json.dumps({"env_id": env_id, "env_kwargs": env_kwargs}))  # as stored
     if not Path(out).exists():
         EpisodeStore.create(out, embodiment=spec.name, fps=spec.control_hz, cameras=spec.camera_names)
         # Set before the store is opened for writing: its attribute writes keep what they read.
@@ -244,8 +247,9 @@ def _open_store(out: str, env_id: str, env_kwargs: dict, spec: EmbodimentSpec):
     if existing.embodiment != spec.name or existing.cameras != spec.camera_names:
         raise ValueError(f"{out} holds embodiment {existing.embodiment!r} with cameras {existing.cameras}; "
                          f"{env_id} needs {spec.name!r} with {spec.camera_names}. Choose another --out.")
-    if found is None and existing.n_episodes == 0:
-        zarr.open_group(out, mode="r+").attrs[SOURCE_ATTR] = source  # killed right after creation
+    if existing.n_episodes == 0:
+        # nothing to mix with yet (e.g. the first run failed to build its env, or was killed early)
+        zarr.open_group(out, mode="r+").attrs[SOURCE_ATTR] = source
     elif found != source:
         raise ValueError(f"{out} was collected from {found or 'something other than vla-stack collect'}, "
                          f"not from {source}; resuming would mix datasets. Choose another --out.")
