@@ -184,8 +184,8 @@ def _produce_in_order(env_id: str, env_kwargs: dict, seeds: Iterator[int], worke
                       still_needed: Callable[[], int]) -> Iterator[Produced]:
     """Episodes of ``seeds`` in seed order, produced by ``workers`` processes (1: this process).
 
-    ``still_needed()`` is how many more successful episodes the caller wants; no more seeds
-    are started than that (plus one queued per worker, so that no worker idles).
+    ``still_needed()`` is how many more successful episodes the caller wants; at most that
+    many seeds, and at most two per worker (one running, one queued), are in flight.
     """
     if still_needed() <= 0:
         return
