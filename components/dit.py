@@ -59,11 +59,17 @@ class Attention(nn.Module):
         return self.split(k), self.split(v)
 
     def forward(self, x, kv=None, key_mask=None):
-        """``x [B,S,h]``; ``kv``: precomputed ``(k, v)`` (cross) or None (self); ``key_mask [B,Sk]`` bool."""
+        """``x [B*K,S,h]``; ``kv``: precomputed ``(k, v)`` ``[B,heads,Sk,dh]`` (cross) or None (self);
+        ``key_mask [B,Sk]`` bool. When K candidates share one observation's keys (B*K queries, B
+        keys), their queries are folded into one sequence instead of copying the keys K times."""
         q = self.split(self.q(x))
         k, v = kv if kv is not None else self.keys_values(x)
+        n, heads, s, dh = q.shape
+        groups = n // k.shape[0]
+        q = q.reshape(k.shape[0], groups, heads, s, dh).transpose(1, 2).reshape(k.shape[0], heads, groups * s, dh)
         mask = None if key_mask is None else key_mask[:, None, None, :]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.reshape(k.shape[0], heads, groups, s, dh).transpose(1, 2).reshape(n, heads, s, dh)
         return self.out(y.transpose(1, 2).reshape(x.shape))
 
 

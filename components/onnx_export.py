@@ -33,12 +33,11 @@ class DecoderSampler(nn.Module):
         def per_candidate(x):  # [B, ...] -> [B*K, ...] without a data-dependent repeat count
             return x[:, None].expand(b, k, *x.shape[1:]).reshape(b * k, *x.shape[1:])
 
-        kv = [(per_candidate(a), per_candidate(v)) for a, v in self.dit.cross_kv(prefix)]
-        pmask = per_candidate(prefix_mask > 0)
+        kv = self.dit.cross_kv(prefix)  # [B, ...]: the K candidates share it
         st, sm, dm = per_candidate(state), per_candidate(state_mask), per_candidate(dim_mask)
 
         def velocity(x, t):
-            return self.dit(x, t, st, sm, dm, kv, pmask)
+            return self.dit(x, t, st, sm, dm, kv, prefix_mask > 0)
 
         out = euler_integrate(velocity, noise.reshape(b * k, h, d), dm[:, None, :], self.num_steps)
         return out.reshape(b, k, h, d)
@@ -80,8 +79,8 @@ class OnnxDecoder:
         if not path.exists():
             raise FileNotFoundError(f"no exported decoder at '{path}': run `vla-stack export --policy DIR --out DIR`")
         opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
+        # as many threads as torch uses, so the two are compared (and deployed) alike
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.num_steps = json.loads(path.with_suffix(".json").read_text())["num_steps"]
 

@@ -80,12 +80,6 @@ class Prefix:
     cross_kv: list[tuple[torch.Tensor, torch.Tensor]]
     mask: torch.Tensor  # [B, L] bool
 
-    def repeat(self, k: int) -> "Prefix":
-        """Each observation repeated for ``k`` candidates (``[B*k, ...]``, observation-major)."""
-        if k == 1:
-            return self
-        rep = [(a.repeat_interleave(k, 0), b.repeat_interleave(k, 0)) for a, b in self.cross_kv]
-        return Prefix(rep, self.mask.repeat_interleave(k, 0))
 
 
 class VLA(nn.Module):
@@ -140,10 +134,11 @@ class VLA(nn.Module):
             noise = torch.randn((b, k, horizon, d), generator=generator, device=batch["input_ids"].device)
         rep = {key: batch[key].repeat_interleave(k, 0) for key in ("state", "state_mask", "dim_mask")}
         mask = rep["dim_mask"].to(noise.dtype)[:, None, :]
-        prefix = self.encode(batch).repeat(k) if cache else None
+        # candidates share their observation's prefix: the decoder folds them, nothing is copied
+        prefix = self.encode(batch) if cache else None
 
         def velocity(x, t):
-            return self.velocity(x, t, rep, prefix if cache else self.encode(batch).repeat(k))
+            return self.velocity(x, t, rep, prefix if cache else self.encode(batch))
 
         return euler_integrate(velocity, noise.reshape(b * k, horizon, d), mask, n).reshape(b, k, horizon, d)
 
