@@ -32,8 +32,8 @@ def commands() -> dict:
     from stack import bench, commands as c
     from stack.collect import collect
     from stack.runner import run
-    return {"collect": collect, "demo": c.demo, "synth": c.synth, "stats": c.stats, "export": c.export,
-            "sample": c.sample, "bench": {"policy": bench.bench_policy}, "run": run}
+    return {"demo": c.demo, "train_demo": c.train_demo, "collect": collect, "run": run, "synth": c.synth,
+            "stats": c.stats, "sample": c.sample, "export": c.export, "bench": {"policy": bench.bench_policy}}
 
 
 def main(argv: list[str] | None = None) -> None:

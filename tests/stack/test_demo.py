@@ -1,0 +1,25 @@
+"""README's main command: the shipped generalist closed-loop in the three simulators."""
+import json
+from pathlib import Path
+
+import pytest
+
+from stack.commands import DEFAULT_POLICY, demo
+
+
+def test_demo_runs_every_task_and_writes_videos_and_results(tiny_checkpoint, tmp_path):
+    results = demo(episodes=1, out_dir=str(tmp_path), policy=tiny_checkpoint, max_steps=60)
+    assert set(results) == {"vla_stack/FetchReach-v0", "vla_stack/WheeledHallway-v0", "vla_stack/AlohaTransferCube-v0"}
+    for env, result in results.items():
+        name = env.split("/")[1].removesuffix("-v0")
+        saved = json.loads((tmp_path / f"{name}.json").read_text())
+        assert saved["episodes"] == 1 and saved["seeds"] == [1000]
+        assert (tmp_path / f"{name}.mp4").stat().st_size > 0
+
+
+@pytest.mark.skipif(not (DEFAULT_POLICY / "config.json").exists(), reason="no embedded default policy shipped")
+def test_embedded_default_policy_is_small_and_serves_all_three_robots():
+    from components.policy import Policy
+    size = sum(p.stat().st_size for p in Path(DEFAULT_POLICY).rglob("*") if p.is_file())
+    assert size <= 40 * 2**20
+    assert {"aloha", "fetch", "wheeled"} <= set(Policy.from_pretrained(DEFAULT_POLICY).embodiments)
