@@ -85,7 +85,16 @@ class VLAModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
                                                    "interval": "step"}}
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # a long run's usable checkpoint directory keeps pace with its Lightning checkpoints
+        self._export()
+
     def on_train_end(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero:
-            path = export_pretrained(self.vla, self.processor, self.hparams.export_dir)
+        path = self._export()
+        if path:
             print(f"checkpoint directory written: {path}")
+
+    def _export(self):
+        if self.hparams.export_dir and self.processor is not None and self.trainer.is_global_zero:
+            return export_pretrained(self.vla, self.processor, self.hparams.export_dir)
+        return None
