@@ -87,6 +87,10 @@ def make_image_processor(config: BackboneConfig, hf_config=None):
     if h % unit or w % unit:
         raise ValueError(f"image_size {tuple(config.image_size)} must be a multiple of "
                          f"patch_size x merge_size = {unit}")
+    sizing = dict(min_pixels=h * w, max_pixels=h * w)
+    if config.source == "path" and Path(config.path, "preprocessor_config.json").exists():
+        # the checkpoint's own normalization constants; only the pixel budget is ours
+        return Qwen2VLImageProcessorPil.from_pretrained(config.path, size={"shortest_edge": h * w,
+                                                                           "longest_edge": h * w}, **sizing)
     return Qwen2VLImageProcessorPil(patch_size=vision.patch_size, merge_size=vision.spatial_merge_size,
-                                    temporal_patch_size=vision.temporal_patch_size,
-                                    min_pixels=h * w, max_pixels=h * w)
+                                    temporal_patch_size=vision.temporal_patch_size, **sizing)

@@ -44,6 +44,9 @@ def test_fit_writes_checkpoint_directory_and_resumes_from_last(synthetic_stores,
         run = vla_stack([command, *args[1:]], tmp_path)
         assert run.returncode == 0, run.stderr[-3000:]
         assert expected in run.stdout
+    predict = vla_stack(["predict", *fit_args(synthetic_stores, f"--ckpt_path={last}",
+                                              "--trainer.limit_predict_batches=1")[1:]], tmp_path)
+    assert predict.returncode == 0, predict.stderr[-3000:]
 
 
 def test_fit_runs_two_steps_of_ddp_on_cpu(synthetic_stores, tmp_path):
