@@ -149,7 +149,7 @@ DEMO_TASKS = (  # (env id, share of the episodes, env kwargs)
 )
 
 
-def demo(episodes: int = 10, seed: int = 1000, out_dir: str = "runs/demo", policy: str | None = None,
+def demo(episodes: int = 5, seed: int = 1000, out_dir: str = "runs/demo", policy: str | None = None,
          max_steps: int | None = None) -> dict:
     """The main job: the shipped generalist (one set of weights) closed-loop in the simulators:
     Fetch reach, the wheeled base in the stock hallway, ALOHA transfer cube. Writes a video and a
