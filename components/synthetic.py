@@ -42,6 +42,14 @@ def _render(height: int, width: int, target: np.ndarray, agent: np.ndarray) -> n
     return img
 
 
+def synthetic_observation(spec: EmbodimentSpec, target=(0.3, -0.2), agent=(-0.5, 0.4)) -> dict:
+    """One observation in the Policy's format for ``spec``: a rendered scene per camera and the
+    state at the middle of every slot's range."""
+    target, agent = np.asarray(target, float), np.asarray(agent, float)
+    return {"images": {c.name: _render(c.height, c.width, target, agent) for c in spec.cameras},
+            "state": np.array([(s.low + s.high) / 2 for s in spec.state_slots], np.float32)}
+
+
 def make_synthetic_store(path: str | Path, spec: EmbodimentSpec, episodes: int = 8, steps: int = 30,
                          seed: int = 0) -> EpisodeStore:
     """Write ``episodes`` synthetic episodes of ``steps`` frames for ``spec`` to a new store."""

@@ -28,7 +28,7 @@ def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, 
     from components.datamodule import DatasetEntry, MixtureDataModule
     from components.onnx_export import OnnxDecoder, export_decoder
     from components.policy import Policy
-    from components.synthetic import _render
+    from components.synthetic import synthetic_observation
     from stack.commands import synth
 
     if threads:
@@ -37,10 +37,7 @@ def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, 
     vla = pol.vla
     name = pol.embodiments[0]
     spec = pol.processor.embodiments[name]
-    obs = {"images": {c.name: _render(c.height, c.width, np.array([0.3, -0.2]), np.array([-0.5, 0.4]))
-                      for c in spec.cameras},
-           "state": np.array([(s.low + s.high) / 2 for s in spec.state_slots], np.float32)}
-    batch = pol.batch(obs, name, "reach the red target")
+    batch = pol.batch(synthetic_observation(spec), name, "reach the red target")
     h, d = spec.chunk_horizon, vla.config.decoder.action_dim
 
     def timed(fn) -> list[float]:
@@ -73,10 +70,7 @@ def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, 
             if other_spec.chunk_horizon in {pol.processor.embodiments[e].chunk_horizon for e in ort_rows}:
                 continue
             ort_rows.append(other)
-            ob = {"images": {c.name: _render(c.height, c.width, np.array([0.3, -0.2]), np.array([-0.5, 0.4]))
-                             for c in other_spec.cameras},
-                  "state": np.array([(s.low + s.high) / 2 for s in other_spec.state_slots], np.float32)}
-            ob_batch = pol.batch(ob, other, "reach the red target")
+            ob_batch = pol.batch(synthetic_observation(other_spec), other, "reach the red target")
             hidden = vla.backbone(ob_batch["input_ids"], ob_batch["attention_mask"], ob_batch["pixel_values"],
                                   ob_batch["image_grid_thw"])
             noise8 = torch.randn(1, 8, other_spec.chunk_horizon, d)
@@ -88,7 +82,7 @@ def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, 
                 ob_batch["dim_mask"]))
 
     # training and data loading on the same machine, same run
-    stores = data or synth(out_dir=str(tmp / "data"), episodes=4, steps=30)
+    stores = data or synth(out_dir=str(tmp / "data"), episodes=4, steps=30, embodiments=pol.embodiments)
     dm = MixtureDataModule([DatasetEntry(p) for p in stores], batch_size=batch_size, num_workers=2,
                            samples_per_epoch=batch_size * (repeats + 2))
     dm.setup("fit")

@@ -114,14 +114,13 @@ def sample(policy: str, embodiment: list[str] | None = None, num_samples: int = 
         decoder: "torch" or "onnx".
     """
     from components.policy import Policy
-    from components.synthetic import INSTRUCTIONS, _render
+    from components.synthetic import INSTRUCTIONS, synthetic_observation
     pol = Policy.from_pretrained(policy, decoder=decoder)
     rng = np.random.default_rng(seed)
     for name in embodiment or pol.embodiments:
         spec = pol.processor.embodiments[name]
         target, agent = rng.uniform(-0.8, 0.8, 2), rng.uniform(-0.8, 0.8, 2)
-        obs = {"images": {c.name: _render(c.height, c.width, target, agent) for c in spec.cameras},
-               "state": np.array([(s.low + s.high) / 2 for s in spec.state_slots], np.float32)}
+        obs = synthetic_observation(spec, target, agent)
         t0 = time.perf_counter()
         chunks = pol.sample(obs, name, INSTRUCTIONS[0], num_samples=num_samples, seed=seed)
         ms = (time.perf_counter() - t0) * 1e3
