@@ -42,6 +42,19 @@ def check_store(store: EpisodeStore, embodiments: Embodiments) -> None:
         spec.check_range("state", _lowdim(store, "state"), store.path)
 
 
+def open_checked_stores(paths: list[str], where: str = "data.datasets") -> tuple[list[EpisodeStore], Embodiments]:
+    """Open episode stores and check each against its embodiment spec (cameras, widths, ranges)."""
+    stores = []
+    for path in paths:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{where}: episode store '{path}' does not exist")
+        stores.append(EpisodeStore.open(path))
+    embodiments = Embodiments.from_config_dir(sorted({s.embodiment for s in stores}))
+    for s in stores:
+        check_store(s, embodiments)
+    return stores, embodiments
+
+
 def compute_embodiment_stats(stores: list[EpisodeStore], embodiments: Embodiments) -> dict[str, dict[str, NormStats]]:
     """q01/q99 per canonical dimension over all stores of each embodiment (masked dims skipped)."""
     stats = {}
@@ -117,14 +130,7 @@ class MixtureDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.processor is not None:
             return
-        stores = []
-        for d in self.datasets:
-            if not Path(d.path).exists():
-                raise FileNotFoundError(f"data.datasets: episode store '{d.path}' does not exist")
-            stores.append(EpisodeStore.open(d.path))
-        embodiments = Embodiments.from_config_dir(sorted({s.embodiment for s in stores}))
-        for s in stores:
-            check_store(s, embodiments)
+        stores, embodiments = open_checked_stores([d.path for d in self.datasets])
         stats = (load_stats(self.norm_stats_path) if self.norm_stats_path
                  else compute_embodiment_stats(stores, embodiments))
         cfg = load_model_config(self.model).backbone

@@ -48,13 +48,9 @@ def stats(data: list[str], out: str = "norm_stats.json") -> str:
         data: episode store paths.
         out: output JSON path.
     """
-    from components.datamodule import check_store, compute_embodiment_stats
-    from components.episode_store import EpisodeStore
+    from components.datamodule import compute_embodiment_stats, open_checked_stores
     from components.normalization import save_stats
-    stores = [EpisodeStore.open(p) for p in data]
-    embodiments = Embodiments.from_config_dir(sorted({s.embodiment for s in stores}))
-    for s in stores:
-        check_store(s, embodiments)
+    stores, embodiments = open_checked_stores(data, where="--data")
     result = compute_embodiment_stats(stores, embodiments)
     for s in stores:
         result[f"dataset:{s.path}"] = compute_embodiment_stats([s], embodiments)[s.embodiment]
