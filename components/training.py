@@ -32,15 +32,44 @@ def export_pretrained(vla: VLA, processor: VLAProcessor, directory: str | Path) 
     return directory
 
 
+def load_weights(vla: VLA, directory: str | Path) -> None:
+    """Copy the weights of checkpoint directory ``directory`` into ``vla`` (same architecture)."""
+    from safetensors.torch import load_file
+
+    path = Path(directory) / "model.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"init_from '{directory}': no model.safetensors there; expected a checkpoint "
+                                f"directory written by vla-stack fit (config.json, model.safetensors, ...)")
+    state = load_file(str(path))
+    own = vla.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or reshaped:
+        detail = "; ".join(f"{what}: {keys[:3]}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+                           for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                              ("other shape", [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                                                               for k in reshaped])) if keys)
+        raise ValueError(f"init_from '{directory}' does not fit the configured model: {detail}. "
+                         f"Use the model config it was trained with (its config.json).")
+    vla.load_state_dict(state)
+
+
 class VLAModule(L.LightningModule):
     """``model``: a preset under configs/model (tiny, full) or a YAML path; ``overrides`` patch it.
-    ``export_dir``: where the checkpoint directory (DESIGN.md) is written when fitting ends."""
+    ``export_dir``: where the checkpoint directory (DESIGN.md) is written when fitting ends.
+    ``init_from``: a checkpoint directory whose weights start the run (fine-tuning); its model
+    must have the same architecture. Normalization stats come from the new data, not from it.
+    (Resuming an interrupted run is ``--ckpt_path last``, which restores optimizer and step too.)"""
 
     def __init__(self, model: str = "tiny", overrides: dict | None = None, lr: float = 3e-4,
-                 weight_decay: float = 0.01, warmup_steps: int = 20, export_dir: str | None = None):
+                 weight_decay: float = 0.01, warmup_steps: int = 20, export_dir: str | None = None,
+                 init_from: str | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.vla = VLA(load_model_config(model, overrides))
+        if init_from:
+            load_weights(self.vla, init_from)
         self.processor: VLAProcessor | None = None
 
     def setup(self, stage: str) -> None:

@@ -22,6 +22,15 @@ What a frame holds, per embodiment (``images/<cam>`` at the spec's camera size e
   demonstration), ``state`` [T, 14].
 
 ``success[t]`` says whether the task is achieved in the observation of frame t.
+
+``noise`` (DART, Laskey et al. 2017): the executed action is the expert's plus Gaussian noise
+while the recorded label stays the expert's clean action, so the data shows how the expert
+recovers from the small drifts a learned policy makes (plain behaviour cloning never sees a
+state off the expert's path). Fetch: noise of std ``noise`` on dx, dy, dz. Wheeled: an
+Ornstein-Uhlenbeck perturbation of the turn rate (std ``noise`` x the max turn rate) and of the
+speed; the label at frame t is then the trajectory the expert would drive from that pose
+(``expert_waypoints``: its pure pursuit rolled out on the unicycle model), not the noisy
+trajectory actually driven. Aloha: not supported (the expert is an open-loop joint replay).
 """
 from __future__ import annotations
 
@@ -71,21 +80,26 @@ def _env_spec(env_id: str) -> EmbodimentSpec:
 class EpisodeProducer:
     """Builds one env for ``env_id`` and turns a seed into one recorded expert episode."""
 
-    def __init__(self, env_id: str, env_kwargs: dict):
+    def __init__(self, env_id: str, env_kwargs: dict, noise: float = 0.0):
         import gymnasium as gym
 
         self.spec = _env_spec(env_id)
         self.env_id = env_id
+        self.noise = float(noise)
         camera = self.spec.cameras[0]
         kwargs = {"image_size": (camera.height, camera.width), **env_kwargs}
         kind = self.spec.name
+        if kind in ("aloha", "fetch"):
+            kwargs.setdefault("cameras", tuple(self.spec.camera_names))
         if kind == "aloha":
             from components.envs.aloha_expert import AlohaExpert
 
-            kwargs.setdefault("cameras", tuple(self.spec.camera_names))
             self.expert = AlohaExpert()
         elif kind not in ("fetch", "wheeled"):
             raise ValueError(f"{env_id}: no scripted expert for embodiment {kind!r}")
+        if self.noise and kind == "aloha":
+            raise ValueError(f"{env_id}: --noise is not supported for aloha (its expert replays a planned "
+                             f"joint trajectory open-loop and cannot recover from perturbations)")
         self.env = gym.make(env_id, **kwargs)
         if kind == "fetch":
             from components.envs.fetch_expert import FetchExpert
@@ -108,44 +122,63 @@ class EpisodeProducer:
         env, expert = self.env, self.expert
         obs, info = env.reset(seed=seed)
         expert.reset()
-        images, states, actions, success = [], [], [], []
+        rng = np.random.default_rng([seed, 1])
+        images, states, actions, success = {c: [] for c in self.spec.camera_names}, [], [], []
         while True:
             action = expert.act(env.unwrapped.raw_obs)
-            images.append(obs["images"]["front"])
+            for c in images:
+                images[c].append(obs["images"][c])
             states.append(obs["state"])
             actions.append(action)
             success.append(info["is_success"])
-            obs, _, terminated, truncated, info = env.step(action)
+            executed = action
+            if self.noise:
+                executed = action.copy()
+                executed[:3] = np.clip(action[:3] + rng.normal(0.0, self.noise, 3), -1.0, 1.0)
+            obs, _, terminated, truncated, info = env.step(executed)
             if terminated or truncated:
                 break
         episode = {"action": np.stack(actions), "state": np.stack(states),
-                   "images": {"front": np.stack(images)}, "success": np.array(success)}
+                   "images": {c: np.stack(v) for c, v in images.items()}, "success": np.array(success)}
         # gymnasium-robotics convention: success is judged at the last step
         return Produced(seed, len(actions), bool(info["is_success"]), info["instruction"], episode)
 
     def _wheeled(self, seed: int) -> Produced:
-        from components.envs.wheeled_expert import WheeledExpert, future_waypoints
+        from components.envs.wheeled_expert import W_MAX, WheeledExpert, expert_waypoints, future_waypoints
 
         env, spec = self.env, self.spec
+        rng = np.random.default_rng([seed, 1])
+        ou = np.zeros(2)  # (speed, turn) perturbation
         stride = int(round(spec.waypoint_spacing_s / env.unwrapped.dt))
         obs, info = env.reset(seed=seed)
         instruction = info["instruction"]
         expert = WheeledExpert.from_env(env)
-        images, depths, states, poses, success = [], [], [], [info["pose"]], []
+        images, depths, states, poses, success, labels = [], [], [], [info["pose"]], [], []
         terminated = truncated = bool(info["is_success"])  # nothing to demonstrate
         while not (terminated or truncated):
             images.append(obs["images"]["front"])
             depths.append(obs["depth"])
             states.append(obs["state"])
             success.append(info["is_success"])
-            obs, _, terminated, truncated, info = env.step(expert.act(info["pose"]))
+            if self.noise:
+                # label first: the expert's own plan from here, rolled out without noise
+                labels.append(expert_waypoints(expert, info["pose"], env.unwrapped.dt,
+                                               num=spec.chunk_horizon, stride=stride))
+            command = expert.act(info["pose"])
+            if self.noise:
+                ou += -0.15 * ou + np.sqrt(1 - 0.85**2) * rng.normal(0.0, 1.0, 2)
+                command = command + np.array([0.3 * self.noise * ou[0], self.noise * W_MAX * ou[1]])
+            obs, _, terminated, truncated, info = env.step(command)
             poses.append(info["pose"])
         steps = len(states)
         if not (info["is_success"] and steps):
             return Produced(seed, steps, False)
         trajectory = np.stack(poses)  # [T + 1, 3]: the pose reached after the last step too
-        waypoints = np.stack([future_waypoints(trajectory, t, num=spec.chunk_horizon, stride=stride)
-                              for t in range(steps)])
+        if self.noise:
+            waypoints = np.stack(labels)
+        else:
+            waypoints = np.stack([future_waypoints(trajectory, t, num=spec.chunk_horizon, stride=stride)
+                                  for t in range(steps)])
         episode = {"action": waypoints, "state": np.stack(states), "images": {"front": np.stack(images)},
                    "depth": np.stack(depths), "pose": trajectory[:-1], "success": np.array(success)}
         return Produced(seed, steps, True, instruction, episode)
@@ -163,10 +196,10 @@ class EpisodeProducer:
 _WORKER: EpisodeProducer | None = None
 
 
-def _init_worker(env_id: str, env_kwargs: dict) -> None:
+def _init_worker(env_id: str, env_kwargs: dict, noise: float) -> None:
     global _WORKER
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    _WORKER = EpisodeProducer(env_id, env_kwargs)
+    _WORKER = EpisodeProducer(env_id, env_kwargs, noise)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -180,7 +213,7 @@ def _produce_in_worker(seed: int) -> Produced:
     return _WORKER(seed)
 
 
-def _produce_in_order(env_id: str, env_kwargs: dict, seeds: Iterator[int], workers: int,
+def _produce_in_order(env_id: str, env_kwargs: dict, noise: float, seeds: Iterator[int], workers: int,
                       still_needed: Callable[[], int]) -> Iterator[Produced]:
     """Episodes of ``seeds`` in seed order, produced by ``workers`` processes (1: this process).
 
@@ -190,7 +223,7 @@ def _produce_in_order(env_id: str, env_kwargs: dict, seeds: Iterator[int], worke
     if still_needed() <= 0:
         return
     if workers == 1:
-        producer = EpisodeProducer(env_id, env_kwargs)
+        producer = EpisodeProducer(env_id, env_kwargs, noise)
         try:
             for seed in seeds:
                 if still_needed() <= 0:
@@ -202,7 +235,7 @@ def _produce_in_order(env_id: str, env_kwargs: dict, seeds: Iterator[int], worke
     pending: deque[Future] = deque()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(env_id, env_kwargs)) as pool:
+                             initargs=(env_id, env_kwargs, noise)) as pool:
         try:
             while True:
                 while len(pending) < 2 * workers and len(pending) < still_needed():
@@ -231,13 +264,16 @@ def _check_episode(spec: EmbodimentSpec, produced: Produced, env_id: str) -> Non
                              f"{camera.height}x{camera.width}")
 
 
-def _open_store(out: str, env_id: str, env_kwargs: dict, spec: EmbodimentSpec):
+def _open_store(out: str, env_id: str, env_kwargs: dict, spec: EmbodimentSpec, noise: float = 0.0):
     """The store at ``out`` (created if absent) and the seeds it already holds."""
     import zarr
 
     from components.episode_store import EpisodeStore
 
-    source = json.loads(json.dumps({"env_id": env_id, "env_kwargs": env_kwargs}))  # as stored
+    source = {"env_id": env_id, "env_kwargs": env_kwargs}
+    if noise:
+        source["noise"] = noise
+    source = json.loads(json.dumps(source))  # as stored
     if not Path(out).exists():
         EpisodeStore.create(out, embodiment=spec.name, fps=spec.control_hz, cameras=spec.camera_names)
         # Set before the store is opened for writing: its attribute writes keep what they read.
@@ -264,7 +300,7 @@ def _open_store(out: str, env_id: str, env_kwargs: dict, spec: EmbodimentSpec):
 
 
 def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
-            env_kwargs: dict | None = None, max_discarded: int | None = None) -> dict:
+            env_kwargs: dict | None = None, max_discarded: int | None = None, noise: float = 0.0) -> dict:
     """Record scripted-expert episodes of a simulated task into an episode store (zarr).
 
     Episode seeds are ``seed, seed + 1, ...``; failed expert episodes are discarded and the next
@@ -282,14 +318,18 @@ def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
         env_kwargs: keyword arguments of ``gym.make`` (default none), e.g. ``{floorplan: office_small}``.
         max_discarded: stop with an error after this many failed expert episodes
             (default: max(10, episodes)).
+        noise: DART noise injected into the executed expert actions (labels stay clean): std of
+            the Fetch dx/dy/dz, or the fraction of the max turn rate for the wheeled base; 0 = none.
     """
     from tqdm import tqdm
 
     env_kwargs = dict(env_kwargs or {})
     if episodes < 1 or workers < 1:
         raise ValueError(f"--episodes and --workers must be >= 1, got {episodes} and {workers}")
+    if not 0.0 <= noise <= 1.0:
+        raise ValueError(f"--noise must be in [0, 1], got {noise}")
     spec = _env_spec(env)
-    store, stored_seeds = _open_store(out, env, env_kwargs, spec)
+    store, stored_seeds = _open_store(out, env, env_kwargs, spec, noise)
     start_episodes = store.n_episodes
     limit = max(10, episodes) if max_discarded is None else max_discarded
     discarded: list[int] = []
@@ -301,7 +341,7 @@ def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
     candidates = (s for s in range(seed, seed + 2**31) if s not in stored_seeds)
     t0 = time.perf_counter()
     bar = tqdm(total=max(episodes - start_episodes, 0), unit="ep", desc=env, dynamic_ncols=True)
-    produced_episodes = _produce_in_order(env, env_kwargs, candidates, workers, still_needed)
+    produced_episodes = _produce_in_order(env, env_kwargs, noise, candidates, workers, still_needed)
     try:
         for produced in produced_episodes:
             steps += produced.steps

@@ -205,10 +205,13 @@ def run_episode(env, policy, spec: EmbodimentSpec, seed: int, *, candidates: int
     return rec
 
 
-def video_frames(writer: VideoWriter, camera: str, episode: int):
-    """``on_frame`` callback writing the camera image with instruction, step and outcome on it."""
+def video_frames(writer: VideoWriter, cameras: list[str], episode: int):
+    """``on_frame`` callback writing the cameras' images (side by side where they have the same
+    height, else the first) with instruction, step and outcome on them."""
     def on_frame(obs, info, rec: EpisodeRecord, done: bool) -> None:
-        image = obs["images"][camera]
+        images = [obs["images"][c] for c in cameras]
+        same = all(im.shape[0] == images[0].shape[0] for im in images)
+        image = np.concatenate(images, axis=1) if same else images[0]
         status = "success" if info.get("is_success") else ("failed" if done else "")
         width = image.shape[1] * max(1, math.ceil(MIN_VIDEO_HEIGHT / image.shape[0]))
         lines = wrap_text(rec.instruction, width)[:2]
@@ -286,7 +289,7 @@ def run(env: str, policy: str, episodes: int = 10, seed: int = 0, candidates: in
         writer = stack.enter_context(VideoWriter(video, fps=spec.control_hz)) if video else None
         bar = tqdm(seeds, desc=env, unit="ep", dynamic_ncols=True)
         for i, s in enumerate(bar):
-            on_frame = video_frames(writer, spec.cameras[0].name, i) if writer and i < video_episodes else None
+            on_frame = video_frames(writer, spec.camera_names, i) if writer and i < video_episodes else None
             records.append(run_episode(
                 environment, pol, spec, s, candidates=candidates, execute_horizon=horizon,
                 temporal_ensemble=temporal_ensemble, ensemble_decay=ensemble_decay, max_steps=max_steps,

@@ -3,13 +3,16 @@
 Wraps the gymnasium-robotics ``MujocoFetch*Env`` classes (``FetchReach-v4``, ``FetchPush-v4``,
 ``FetchPickAndPlace-v4`` in gymnasium-robotics 1.4) and exposes
 
-* observation ``Dict(images=Dict(front=Box(0, 255, (H, W, 3), uint8)), state=Box(float32, (4,)))``
-  with ``state = (gripper x, y, z [world, m], finger opening [m] = sum of both finger joints)``;
+* observation ``Dict(images=Dict(front=..., side=...: Box(0, 255, (H, W, 3), uint8)), state=Box(float32, (4,)))``
+  with ``state = (gripper x, y, z [world, m], finger opening [m] = sum of both finger joints)``.
+  Two fixed cameras by default, ``front`` (looking along -x, from the side opposite the robot) and
+  ``side`` (looking along +y): one view cannot place the reach target in 3-D (every point on a
+  camera ray projects to the same pixel), two roughly orthogonal views can;
 * action ``Box(-1, 1, (4,))``: end-effector dx, dy, dz (x 0.05 m) + gripper command, passed through
   unchanged to gymnasium-robotics;
 * ``info["instruction"]``, ``info["is_success"]`` (from the underlying env), ``.instruction``.
 
-Images come from one fixed free camera rendered by a ``mujoco.Renderer`` created at the requested
+Images come from fixed free cameras rendered by a ``mujoco.Renderer`` created at the requested
 size (no full-size render + resize). The red goal site is updated before every render, so the target
 is visible. The privileged goal-env dict observation of the last reset/step is kept in
 ``env.unwrapped.raw_obs`` for scripted experts (never for policies).
@@ -45,13 +48,13 @@ TASKS: dict[str, dict[str, str]] = {
     },
 }
 
-# Fixed external camera looking at the table from the side opposite the robot, slightly above.
-DEFAULT_CAMERA = {
-    "lookat": (1.25, 0.75, 0.60),
-    "distance": 1.10,
-    "azimuth": 180.0,
-    "elevation": -35.0,
+# Fixed external cameras. front: from the side opposite the robot, slightly above (sees y and a
+# mix of x and z); side: from the robot's left, low (sees x and z).
+CAMERAS: dict[str, dict] = {
+    "front": {"lookat": (1.25, 0.75, 0.60), "distance": 1.10, "azimuth": 180.0, "elevation": -35.0},
+    "side": {"lookat": (1.32, 0.75, 0.52), "distance": 1.00, "azimuth": 90.0, "elevation": -20.0},
 }
+DEFAULT_CAMERAS = ("front", "side")
 
 
 _LIVE_ENVS: "weakref.WeakSet[FetchEnv]" = weakref.WeakSet()
@@ -87,12 +90,21 @@ class FetchEnv(gym.Env):
         self,
         task: str = "reach",
         image_size: tuple[int, int] = (120, 160),
-        camera: dict | None = None,
+        cameras: tuple[str, ...] | list[str] = DEFAULT_CAMERAS,
+        camera: dict[str, dict] | None = None,
         reward_type: str = "sparse",
         render_mode: str | None = None,
     ):
         if task not in TASKS:
             raise ValueError(f"unknown Fetch task {task!r}; known: {sorted(TASKS)}")
+        cameras = tuple(cameras)
+        unknown = [c for c in cameras if c not in CAMERAS]
+        if unknown or not cameras:
+            raise ValueError(f"Fetch cameras {list(cameras)}: unknown {unknown}; known: {sorted(CAMERAS)}")
+        bad = sorted(set(camera or {}) - set(cameras))
+        if bad:
+            raise ValueError(f"Fetch camera overrides for {bad}, which are not among cameras {list(cameras)}")
+        self.cameras = cameras
         self.task = task
         self.image_size = (int(image_size[0]), int(image_size[1]))
         h, w = self.image_size
@@ -106,13 +118,16 @@ class FetchEnv(gym.Env):
         model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), w)
         model.vis.global_.offheight = max(int(model.vis.global_.offheight), h)
         self._renderer: mujoco.Renderer | None = None
-        self._cam = mujoco.MjvCamera()
-        self._cam.type = mujoco.mjtCamera.mjCAMERA_FREE
-        cfg = dict(DEFAULT_CAMERA, **(camera or {}))
-        self._cam.lookat[:] = np.asarray(cfg["lookat"], dtype=np.float64)
-        self._cam.distance = float(cfg["distance"])
-        self._cam.azimuth = float(cfg["azimuth"])
-        self._cam.elevation = float(cfg["elevation"])
+        self._cams: dict[str, mujoco.MjvCamera] = {}
+        for name in cameras:
+            cfg = dict(CAMERAS[name], **(camera or {}).get(name, {}))
+            cam = mujoco.MjvCamera()
+            cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+            cam.lookat[:] = np.asarray(cfg["lookat"], dtype=np.float64)
+            cam.distance = float(cfg["distance"])
+            cam.azimuth = float(cfg["azimuth"])
+            cam.elevation = float(cfg["elevation"])
+            self._cams[name] = cam
 
         self._l_finger = model.joint("robot0:l_gripper_finger_joint").qposadr[0]
         self._r_finger = model.joint("robot0:r_gripper_finger_joint").qposadr[0]
@@ -121,16 +136,16 @@ class FetchEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
         self.observation_space = spaces.Dict(
             {
-                "images": spaces.Dict({"front": spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)}),
+                "images": spaces.Dict({c: spaces.Box(0, 255, (h, w, 3), dtype=np.uint8) for c in cameras}),
                 "state": spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32),
             }
         )
         self.raw_obs: dict[str, np.ndarray] | None = None
-        self._last_frame: np.ndarray | None = None
+        self._last_frames: dict[str, np.ndarray] | None = None
         _LIVE_ENVS.add(self)
 
     # ------------------------------------------------------------------ helpers
-    def _render_front(self) -> np.ndarray:
+    def _render_all(self) -> dict[str, np.ndarray]:
         if self._renderer is None:
             h, w = self.image_size
             self._renderer = mujoco.Renderer(self.inner.model, height=h, width=w)
@@ -139,8 +154,11 @@ class FetchEnv(gym.Env):
                 atexit.register(_close_renderers)
                 _ATEXIT_DONE = True
         self.inner._render_callback()  # moves the red target site to the current goal
-        self._renderer.update_scene(self.inner.data, camera=self._cam)
-        return self._renderer.render().copy()
+        frames = {}
+        for name, cam in self._cams.items():
+            self._renderer.update_scene(self.inner.data, camera=cam)
+            frames[name] = self._renderer.render().copy()
+        return frames
 
     def _state(self) -> np.ndarray:
         d = self.inner.data
@@ -149,9 +167,9 @@ class FetchEnv(gym.Env):
         return np.array([grip[0], grip[1], grip[2], width], dtype=np.float32)
 
     def _obs(self) -> dict[str, Any]:
-        frame = self._render_front()
-        self._last_frame = frame
-        return {"images": {"front": frame}, "state": self._state()}
+        frames = self._render_all()
+        self._last_frames = frames
+        return {"images": dict(frames), "state": self._state()}
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -176,9 +194,9 @@ class FetchEnv(gym.Env):
         return self._obs(), float(reward), bool(terminated), bool(truncated), info
 
     def render(self):
-        if self._last_frame is None:
-            return self._render_front()
-        return self._last_frame.copy()
+        """The cameras side by side (first camera left)."""
+        frames = self._last_frames if self._last_frames is not None else self._render_all()
+        return np.concatenate([frames[c] for c in self.cameras], axis=1)
 
     def close(self):
         if self._renderer is not None:

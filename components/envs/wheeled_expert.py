@@ -59,6 +59,28 @@ def future_waypoints(
     return out.astype(np.float32)
 
 
+def expert_waypoints(expert: "WheeledExpert", pose, dt: float, num: int = 8, stride: int = 1) -> np.ndarray:
+    """The waypoints (as ``future_waypoints``) of the trajectory ``expert`` would drive from ``pose``.
+
+    Rolls a copy of the expert out on the env's unicycle model (heading first, then the straight
+    move, as ``WheeledEnv.step``) for ``num * stride`` steps of ``dt``; walls are not simulated
+    (the expert's route keeps its clearance). ``expert`` itself is not advanced.
+    """
+    import copy
+
+    ghost = copy.copy(expert)
+    x, z, yaw = (float(v) for v in pose)
+    poses = [(x, z, yaw)]
+    for _ in range(num * stride):
+        v, w = ghost.act((x, z, yaw))
+        v = float(np.clip(v, 0.0, V_MAX))
+        yaw = math.atan2(math.sin(yaw + float(np.clip(w, -W_MAX, W_MAX)) * dt),
+                         math.cos(yaw + float(np.clip(w, -W_MAX, W_MAX)) * dt))
+        x, z = x + v * dt * math.cos(yaw), z - v * dt * math.sin(yaw)
+        poses.append((x, z, yaw))
+    return future_waypoints(np.array(poses), 0, num=num, stride=stride)
+
+
 def plan_route(plan: FloorPlan, start_room: str, goal_room: str) -> list[str]:
     """Room sequence of the shortest route (by centre -> door -> centre length)."""
     return nx.shortest_path(plan.graph(), start_room, goal_room, weight="weight")

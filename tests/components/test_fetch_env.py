@@ -61,3 +61,23 @@ def test_reach_expert_succeeds():
     ok, steps, _ = run_episode(env, FetchExpert("reach"), seed=3)
     assert ok and steps == 50
     env.close()
+
+
+def test_two_cameras_see_the_target_from_different_sides():
+    env = gym.make("vla_stack/FetchReach-v0", image_size=SMALL)
+    obs, _ = env.reset(seed=3)
+    assert set(obs["images"]) == {"front", "side"}
+    front, side = obs["images"]["front"], obs["images"]["side"]
+    assert front.shape == side.shape == (*SMALL, 3) and not np.array_equal(front, side)
+    for img in (front, side):
+        img = img.astype(int)
+        assert ((img[..., 0] > 150) & (img[..., 1] < 60) & (img[..., 2] < 60)).sum() >= 1
+    assert env.render().shape == (SMALL[0], 2 * SMALL[1], 3)
+    only = gym.make("vla_stack/FetchReach-v0", image_size=SMALL, cameras=["side"])
+    o2, _ = only.reset(seed=3)
+    assert list(o2["images"]) == ["side"]
+    np.testing.assert_array_equal(o2["images"]["side"], side)
+    with pytest.raises(ValueError, match="unknown \\['top'\\].*known: \\['front', 'side'\\]"):
+        gym.make("vla_stack/FetchReach-v0", cameras=["front", "top"])
+    env.close()
+    only.close()

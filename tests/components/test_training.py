@@ -37,3 +37,18 @@ def test_tiny_vla_overfits_two_embodiments(synthetic_stores):
     same behaviour quickly."""
     losses = train(synthetic_stores, steps=400, batch_size=16)
     assert sum(losses[-10:]) / 10 <= 0.1 * sum(losses[:5]) / 5, losses
+
+
+def test_init_from_copies_the_weights_and_refuses_another_architecture(tmp_path):
+    from components.training import VLAModule
+    from components.vla import VLA, load_model_config
+
+    source = VLA(load_model_config("tiny"))
+    source.save_pretrained(tmp_path / "ckpt")
+    module = VLAModule(model="tiny", init_from=str(tmp_path / "ckpt"))
+    for (name, a), b in zip(source.state_dict().items(), module.vla.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="does not fit the configured model: .*other shape"):
+        VLAModule(model="tiny", overrides={"decoder": {"hidden": 96}}, init_from=str(tmp_path / "ckpt"))
+    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+        VLAModule(model="tiny", init_from=str(tmp_path))

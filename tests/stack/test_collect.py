@@ -109,3 +109,62 @@ def test_store_of_another_embodiment_or_env_is_refused_untouched(fetch_store):
     with pytest.raises(ValueError, match="FetchReach-v0.*not from.*FetchPush-v0"):
         collect(env="vla_stack/FetchPush-v0", episodes=3, out=str(fetch_store))
     assert tree_snapshot(fetch_store) == before
+
+
+def test_dart_noise_perturbs_execution_but_labels_stay_the_experts(tmp_path):
+    from components.envs.fetch_expert import FetchExpert
+
+    out = tmp_path / "noisy.zarr"
+    collect(env=FETCH, episodes=1, out=str(out), noise=0.5)
+    episode = EpisodeStore.open(out).get_episode(0)
+    clean = tmp_path / "clean.zarr"
+    collect(env=FETCH, episodes=1, out=str(clean))
+    # the same seed, but the noisy run drove elsewhere ...
+    assert not np.allclose(episode["state"], EpisodeStore.open(clean).get_episode(0)["state"])
+    # ... and every label is what the expert says in the state the noisy run reached
+    import gymnasium as gym
+
+    env = gym.make(FETCH)
+    env.reset(seed=0)
+    expert = FetchExpert("reach")
+    rng = np.random.default_rng([0, 1])
+    for t in range(len(episode["action"])):
+        label = expert.act(env.unwrapped.raw_obs)
+        np.testing.assert_allclose(episode["action"][t], label, atol=1e-6)
+        executed = label.copy()
+        executed[:3] = np.clip(label[:3] + rng.normal(0.0, 0.5, 3), -1, 1)
+        env.step(executed)
+    env.close()
+    with pytest.raises(ValueError, match="collected from .*not from .*noise"):
+        collect(env=FETCH, episodes=2, out=str(clean), noise=0.5)
+
+
+def test_wheeled_expert_relabel_matches_the_driven_trajectory_without_noise():
+    import gymnasium as gym
+
+    from components.envs.wheeled_expert import WheeledExpert, expert_waypoints, future_waypoints
+
+    env = gym.make("vla_stack/WheeledHallway-v0", image_size=(30, 40))
+    _, info = env.reset(seed=3)
+    expert = WheeledExpert.from_env(env)
+    poses, labels = [info["pose"]], []
+    for _ in range(40):
+        labels.append(expert_waypoints(expert, info["pose"], env.unwrapped.dt, num=8, stride=2))
+        _, _, term, trunc, info = env.step(expert.act(info["pose"]))
+        poses.append(info["pose"])
+        assert not (term or trunc or info["collided"])
+    trajectory = np.stack(poses)
+    for t in range(40 - 16):
+        np.testing.assert_allclose(labels[t], future_waypoints(trajectory, t, num=8, stride=2), atol=1e-5)
+    env.close()
+
+
+def test_noisy_wheeled_episode_labels_are_expert_plans(tmp_path):
+    out = tmp_path / "wheeled.zarr"
+    collect(env="vla_stack/WheeledHallway-v0", episodes=1, out=str(out), noise=0.5)
+    episode = EpisodeStore.open(out).get_episode(0)
+    spec = Embodiments.from_config_dir(["wheeled"])["wheeled"]
+    assert episode["action"].shape[1:] == (spec.chunk_horizon, 4)
+    spec.check_range("action", episode["action"], "test")
+    with pytest.raises(ValueError, match="noise is not supported for aloha"):
+        collect(env="vla_stack/AlohaTransferCube-v0", episodes=1, out=str(tmp_path / "a.zarr"), noise=0.1)
