@@ -98,7 +98,7 @@ class Policy:
                                  f"num_steps={num_steps} needs a new export")
             prefix = self.vla.backbone(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
                                        batch["image_grid_thw"])
-            chunks = self.onnx_decoder(noise, prefix, batch["attention_mask"], batch["state"],
+            chunks = self.onnx_decoder(noise, prefix, self.vla.decoder_mask(batch), batch["state"],
                                        batch["state_mask"], batch["dim_mask"])
         else:
             chunks = self.vla.sample(batch, spec.chunk_horizon, num_samples, num_steps, noise=noise)

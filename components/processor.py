@@ -32,6 +32,7 @@ class VLAProcessor:
         patch = image_processor.patch_size
         self.tokens_per_image = (self.image_size[0] // patch) * (self.image_size[1] // patch) // (merge * merge)
         self._prompt_ids = lru_cache(maxsize=256)(self._build_prompt_ids)
+        self._turn_start_id = tokenizer.convert_tokens_to_ids("<|im_start|>")
 
     # ---- prompt ------------------------------------------------------------------------------
     def prompt_text(self, spec: EmbodimentSpec, instruction: str) -> str:
@@ -68,7 +69,9 @@ class VLAProcessor:
             padded_state = action_space.pad(np.asarray(state, np.float32), spec.state_indices)
             padded_state = self.stats(embodiment)["state"].normalize(padded_state).astype(np.float32)
         return {
-            "input_ids": np.asarray(self._prompt_ids(embodiment, instruction), np.int64),
+            "input_ids": (ids := np.asarray(self._prompt_ids(embodiment, instruction), np.int64)),
+            # where the user turn (camera tokens + instruction) starts: the last <|im_start|>
+            "user_start": int(np.flatnonzero(ids == self._turn_start_id)[-1]),
             "pixel_values": pixels["pixel_values"].astype(np.float32),
             "image_grid_thw": pixels["image_grid_thw"].astype(np.int64),
             "state": padded_state,
@@ -99,11 +102,14 @@ class VLAProcessor:
         length = -(-max(len(s["input_ids"]) for s in samples) // 32) * 32
         ids = np.full((len(samples), length), pad_id, np.int64)
         attn = np.zeros((len(samples), length), np.int64)
+        user = np.zeros((len(samples), length), bool)
         for i, s in enumerate(samples):
             ids[i, : len(s["input_ids"])] = s["input_ids"]
             attn[i, : len(s["input_ids"])] = 1
+            user[i, s["user_start"]: len(s["input_ids"])] = True
         batch = {
             "input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(attn),
+            "user_mask": torch.from_numpy(user),
             "pixel_values": torch.from_numpy(np.concatenate([s["pixel_values"] for s in samples])),
             "image_grid_thw": torch.from_numpy(np.concatenate([s["image_grid_thw"] for s in samples])),
         }

@@ -30,10 +30,19 @@ class VLAConfig:
     decoder: DiTConfig = field(default_factory=DiTConfig)
     num_flow_steps: int = 10
     time_beta: tuple[float, float] = (1.5, 1.0)
+    #: which backbone outputs the decoder cross-attends to: "user_turn" (the camera tokens and the
+    #: instruction; the system prompt reaches them through the backbone's causal attention) or
+    #: "all" (also the ~250 constant tokens of the embodiment prompt, which drown the few image
+    #: tokens that show a small target: attention starts uniform). Configs and checkpoints that do
+    #: not say read "all", the only behaviour before the option existed.
+    decoder_reads: str = "user_turn"
 
     @classmethod
     def from_dict(cls, raw: dict) -> "VLAConfig":
         raw = dict(raw)
+        raw.setdefault("decoder_reads", "all")
+        if raw["decoder_reads"] not in ("user_turn", "all"):
+            raise ValueError(f"decoder_reads must be 'user_turn' or 'all', got {raw['decoder_reads']!r}")
         backbone = BackboneConfig(**raw.pop("backbone", {}))
         backbone.image_size = tuple(backbone.image_size)
         decoder = DiTConfig(**raw.pop("decoder", {}))
@@ -95,7 +104,16 @@ class VLA(nn.Module):
         """Backbone once, then the decoder's cross-attention K/V once."""
         prefix = self.backbone(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
                                batch["image_grid_thw"])
-        return Prefix(self.decoder.cross_kv(prefix), batch["attention_mask"].bool())
+        return Prefix(self.decoder.cross_kv(prefix), self.decoder_mask(batch))
+
+    def decoder_mask(self, batch: dict) -> torch.Tensor:
+        """``[B, L]`` bool: the backbone outputs the decoder reads (``config.decoder_reads``)."""
+        if self.config.decoder_reads == "all":
+            return batch["attention_mask"].bool()
+        if "user_mask" not in batch:
+            raise KeyError("this model's decoder reads the user turn (decoder_reads: user_turn) but the batch has "
+                           "no 'user_mask'; build batches with VLAProcessor.collate")
+        return batch["user_mask"].bool()
 
     def velocity(self, x_t, t, batch, prefix: Prefix, time_mask=None):
         return self.decoder(x_t, t, batch["state"], batch["state_mask"], batch["dim_mask"],

@@ -78,7 +78,7 @@ def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, 
             rows[f"decoder loop {tag} torch eager"] = timed(
                 lambda: _decoder_only(vla, hidden, ob_batch, noise8, num_steps))
             rows[f"decoder loop {tag} onnxruntime"] = timed(lambda: onnx(
-                noise8, hidden, ob_batch["attention_mask"], ob_batch["state"], ob_batch["state_mask"],
+                noise8, hidden, vla.decoder_mask(ob_batch), ob_batch["state"], ob_batch["state_mask"],
                 ob_batch["dim_mask"]))
 
     # training and data loading on the same machine, same run
@@ -144,5 +144,5 @@ def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, 
 def _decoder_only(vla, hidden, batch, noise, num_steps):
     """The torch twin of the exported graph: cross K/V from the prefix, then the Euler loop."""
     from components.onnx_export import DecoderSampler
-    return DecoderSampler(vla.decoder, num_steps)(noise, hidden, batch["attention_mask"], batch["state"],
+    return DecoderSampler(vla.decoder, num_steps)(noise, hidden, vla.decoder_mask(batch), batch["state"],
                                                   batch["state_mask"], batch["dim_mask"])

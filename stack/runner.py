@@ -146,6 +146,7 @@ class EpisodeRecord:
     success: bool = False
     steps: int = 0
     ret: float = 0.0
+    max_reward: float = 0.0  # the best stage reached where the reward is staged (aloha: 4 = success)
     replans: int = 0
     end: str = ""  # "terminated", "truncated" (by the env) or "max_steps" (by the runner)
     instruction: str = ""
@@ -192,6 +193,7 @@ def run_episode(env, policy, spec: EmbodimentSpec, seed: int, *, candidates: int
         obs, reward, terminated, truncated, info = env.step(action)
         rec.steps += 1
         rec.ret += float(reward)
+        rec.max_reward = max(rec.max_reward, float(reward))
         rec.success = bool(info.get("is_success", False))
         at_cap = max_steps is not None and rec.steps >= max_steps
         done = terminated or truncated or at_cap
@@ -205,13 +207,23 @@ def run_episode(env, policy, spec: EmbodimentSpec, seed: int, *, candidates: int
     return rec
 
 
-def video_frames(writer: VideoWriter, cameras: list[str], episode: int):
+def _fit_height(image: np.ndarray, height: int) -> np.ndarray:
+    from PIL import Image
+
+    width = max(1, round(image.shape[1] * height / image.shape[0]))
+    return np.asarray(Image.fromarray(np.asarray(image, dtype=np.uint8)).resize((width, height)))
+
+
+def video_frames(writer: VideoWriter, cameras: list[str], episode: int, extra_view=None):
     """``on_frame`` callback writing the cameras' images (side by side where they have the same
-    height, else the first) with instruction, step and outcome on them."""
+    height, else the first) with instruction, step and outcome on them; ``extra_view()``, if
+    given, is an image appended on the right (the wheeled env's top view of the floor plan)."""
     def on_frame(obs, info, rec: EpisodeRecord, done: bool) -> None:
         images = [obs["images"][c] for c in cameras]
         same = all(im.shape[0] == images[0].shape[0] for im in images)
         image = np.concatenate(images, axis=1) if same else images[0]
+        if extra_view is not None:
+            image = np.concatenate([image, _fit_height(extra_view(), image.shape[0])], axis=1)
         status = "success" if info.get("is_success") else ("failed" if done else "")
         width = image.shape[1] * max(1, math.ceil(MIN_VIDEO_HEIGHT / image.shape[0]))
         lines = wrap_text(rec.instruction, width)[:2]
@@ -289,7 +301,8 @@ def run(env: str, policy: str, episodes: int = 10, seed: int = 0, candidates: in
         writer = stack.enter_context(VideoWriter(video, fps=spec.control_hz)) if video else None
         bar = tqdm(seeds, desc=env, unit="ep", dynamic_ncols=True)
         for i, s in enumerate(bar):
-            on_frame = video_frames(writer, spec.camera_names, i) if writer and i < video_episodes else None
+            on_frame = (video_frames(writer, spec.camera_names, i, getattr(environment.unwrapped, "render_top", None))
+                        if writer and i < video_episodes else None)
             records.append(run_episode(
                 environment, pol, spec, s, candidates=candidates, execute_horizon=horizon,
                 temporal_ensemble=temporal_ensemble, ensemble_decay=ensemble_decay, max_steps=max_steps,
@@ -315,6 +328,9 @@ def run(env: str, policy: str, episodes: int = 10, seed: int = 0, candidates: in
         "imagine_ms": None,
         "replans": sum(r.replans for r in records),
         "decisions": sum(len(r.policy_ms) for r in records),
+        # episodes per best reward reached: partial progress where the reward is staged
+        "max_reward_counts": {f"{v:g}": sum(r.max_reward == v for r in records)
+                              for v in sorted({r.max_reward for r in records})},
         "seeds": seeds,
         "execute_horizon": horizon,
         "temporal_ensemble": temporal_ensemble,

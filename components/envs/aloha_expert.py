@@ -490,7 +490,13 @@ def rollout_expert(
     if own_env:
         env = gym.make(env_id, cameras=tuple(cameras), image_size=tuple(image_size), **env_kwargs)
     try:
-        actions = expert.plan(env, seed)
+        actions = np.array(expert.plan(env, seed), dtype=np.float64)
+        # Arm joint targets are actuator controls, which MuJoCo clamps to ctrlrange (ctrllimited):
+        # clipping them here changes nothing physically and records what was really commanded
+        # (IK on the mocap scene can ask for a wrist a few mrad past +-pi).
+        arms = [i for i in range(14) if i not in (6, 13)]
+        space = env.unwrapped.action_space
+        actions[:, arms] = np.clip(actions[:, arms], space.low[arms], space.high[arms])
         obs, info = env.reset(seed=seed)
         cams = list(obs["images"].keys())
         frames = {c: [] for c in cams}

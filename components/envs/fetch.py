@@ -14,7 +14,8 @@ Wraps the gymnasium-robotics ``MujocoFetch*Env`` classes (``FetchReach-v4``, ``F
 
 Images come from fixed free cameras rendered by a ``mujoco.Renderer`` created at the requested
 size (no full-size render + resize). The red goal site is updated before every render, so the target
-is visible. The privileged goal-env dict observation of the last reset/step is kept in
+is visible; it is drawn with the radius of the success region (``marker_radius``, default the
+env's 5 cm ``distance_threshold``). The privileged goal-env dict observation of the last reset/step is kept in
 ``env.unwrapped.raw_obs`` for scripted experts (never for policies).
 """
 
@@ -51,8 +52,8 @@ TASKS: dict[str, dict[str, str]] = {
 # Fixed external cameras. front: from the side opposite the robot, slightly above (sees y and a
 # mix of x and z); side: from the robot's left, low (sees x and z).
 CAMERAS: dict[str, dict] = {
-    "front": {"lookat": (1.25, 0.75, 0.60), "distance": 1.10, "azimuth": 180.0, "elevation": -35.0},
-    "side": {"lookat": (1.32, 0.75, 0.52), "distance": 1.00, "azimuth": 90.0, "elevation": -20.0},
+    "front": {"lookat": (1.32, 0.75, 0.50), "distance": 0.80, "azimuth": 180.0, "elevation": -35.0},
+    "side": {"lookat": (1.32, 0.75, 0.50), "distance": 0.80, "azimuth": 90.0, "elevation": -20.0},
 }
 DEFAULT_CAMERAS = ("front", "side")
 
@@ -94,6 +95,7 @@ class FetchEnv(gym.Env):
         camera: dict[str, dict] | None = None,
         reward_type: str = "sparse",
         render_mode: str | None = None,
+        marker_radius: float | None = None,
     ):
         if task not in TASKS:
             raise ValueError(f"unknown Fetch task {task!r}; known: {sorted(TASKS)}")
@@ -115,6 +117,11 @@ class FetchEnv(gym.Env):
         self.render_mode = render_mode
 
         model = self.inner.model
+        # The red target marker is drawn as the success region itself: a sphere of radius
+        # distance_threshold (5 cm) around the goal, instead of gymnasium-robotics' 2 cm dot (3 px
+        # in a 128-px image). Sites are visual only: physics and success are unchanged.
+        radius = self.inner.distance_threshold if marker_radius is None else float(marker_radius)
+        model.site_size[model.site("target0").id] = radius
         model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), w)
         model.vis.global_.offheight = max(int(model.vis.global_.offheight), h)
         self._renderer: mujoco.Renderer | None = None

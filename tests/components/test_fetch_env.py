@@ -73,6 +73,16 @@ def test_two_cameras_see_the_target_from_different_sides():
         img = img.astype(int)
         assert ((img[..., 0] > 150) & (img[..., 1] < 60) & (img[..., 2] < 60)).sum() >= 1
     assert env.render().shape == (SMALL[0], 2 * SMALL[1], 3)
+    # the marker is the 5 cm success sphere, not gymnasium-robotics' 2 cm dot
+    dot = gym.make("vla_stack/FetchReach-v0", image_size=SMALL, marker_radius=0.02)
+    o_dot, _ = dot.reset(seed=3)
+
+    def red_pixels(img):
+        img = img.astype(int)
+        return int(((img[..., 0] > 150) & (img[..., 1] < 60) & (img[..., 2] < 60)).sum())
+
+    assert red_pixels(front) > 3 * red_pixels(o_dot["images"]["front"]) > 0
+    dot.close()
     only = gym.make("vla_stack/FetchReach-v0", image_size=SMALL, cameras=["side"])
     o2, _ = only.reset(seed=3)
     assert list(o2["images"]) == ["side"]

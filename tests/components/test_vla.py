@@ -94,3 +94,35 @@ def test_cached_and_uncached_sampling_agree(vla, batch):
 def test_unknown_model_config_lists_presets():
     with pytest.raises(FileNotFoundError, match=r"model config 'huge' not found: expected one of \['full', 'tiny'\]"):
         load_model_config("huge")
+
+
+def test_decoder_reads_the_user_turn_only(vla, batch):
+    assert vla.config.decoder_reads == "user_turn"  # configs/model/tiny.yaml
+    mask, attn, ids = vla.decoder_mask(batch), batch["attention_mask"].bool(), batch["input_ids"]
+    for i in range(len(ids)):
+        valid = torch.nonzero(attn[i]).flatten()
+        on = torch.nonzero(mask[i]).flatten()
+        assert on[-1] == valid[-1] and 0 < on[0] < len(valid)  # up to the prompt's end, not the start
+        assert bool(mask[i, on[0]:valid[-1] + 1].all())
+        assert int((ids[i][mask[i]] == vla.backbone.image_token_id).sum()) == int(
+            (ids[i][attn[i]] == vla.backbone.image_token_id).sum())  # every camera token is read
+    # what the decoder computes does not depend on backbone outputs outside the mask
+    prefix = vla.backbone(ids, batch["attention_mask"], batch["pixel_values"], batch["image_grid_thw"])
+    changed = prefix.clone()
+    changed[~mask] += 5.0
+    x = torch.randn(len(ids), 4, vla.config.decoder.action_dim)
+    t = torch.full((len(ids),), 0.5)
+    with torch.no_grad():
+        out = [vla.decoder(x, t, batch["state"], batch["state_mask"], batch["dim_mask"],
+                           vla.decoder.cross_kv(p), mask) for p in (prefix, changed)]
+    torch.testing.assert_close(out[0], out[1])
+
+
+def test_configs_written_before_decoder_reads_existed_read_everything():
+    from components.vla import VLAConfig, load_model_config
+
+    raw = load_model_config("tiny").to_dict()
+    raw.pop("decoder_reads")
+    assert VLAConfig.from_dict(raw).decoder_reads == "all"
+    with pytest.raises(ValueError, match="decoder_reads must be 'user_turn' or 'all', got 'images'"):
+        VLAConfig.from_dict({**raw, "decoder_reads": "images"})

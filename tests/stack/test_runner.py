@@ -73,6 +73,8 @@ def test_run_writes_the_design_result_json(wheeled_run):
         assert len(ep["policy_ms"]) == 2  # a new chunk every 5 steps: at steps 0 and 5
         assert ep["replans"] == 1 and isinstance(ep["return"], float)
     assert saved["replans"] == 2 and saved["decisions"] == 4
+    best = [ep["max_reward"] for ep in saved["per_episode"]]
+    assert saved["max_reward_counts"] == {f"{v:g}": best.count(v) for v in sorted(set(best))}
 
 
 def test_video_has_one_annotated_frame_per_step_of_the_recorded_episodes(wheeled_run):
@@ -81,6 +83,8 @@ def test_video_has_one_annotated_frame_per_step_of_the_recorded_episodes(wheeled
     frames = list(iio.imiter(out / "roll.mp4", plugin="pyav"))
     assert len(frames) == result["per_episode"][0]["steps"] + 1  # reset + every step of episode 0 only
     assert frames[0].shape[0] >= 240
+    # the 60x80 camera (upscaled 4x) with the floor plan's top view beside it
+    assert frames[0].shape[1] >= 2 * 80 * 4
     assert result["video"] == str(out / "roll.mp4")
     assert not list(out.glob(".roll*"))  # no temporary file left
 
