@@ -328,9 +328,10 @@ def run(env: str, policy: str, episodes: int = 10, seed: int = 0, candidates: in
         "imagine_ms": None,
         "replans": sum(r.replans for r in records),
         "decisions": sum(len(r.policy_ms) for r in records),
-        # episodes per best reward reached: partial progress where the reward is staged
-        "max_reward_counts": {f"{v:g}": sum(r.max_reward == v for r in records)
-                              for v in sorted({r.max_reward for r in records})},
+        # episodes per best reward stage reached, where the env's reward is staged (aloha: 0-4)
+        "max_reward_counts": ({f"{v:g}": sum(r.max_reward == v for r in records)
+                               for v in sorted({r.max_reward for r in records})}
+                              if isinstance(getattr(environment.unwrapped, "max_reward", None), int) else None),
         "seeds": seeds,
         "execute_horizon": horizon,
         "temporal_ensemble": temporal_ensemble,

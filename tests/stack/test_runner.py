@@ -73,8 +73,8 @@ def test_run_writes_the_design_result_json(wheeled_run):
         assert len(ep["policy_ms"]) == 2  # a new chunk every 5 steps: at steps 0 and 5
         assert ep["replans"] == 1 and isinstance(ep["return"], float)
     assert saved["replans"] == 2 and saved["decisions"] == 4
-    best = [ep["max_reward"] for ep in saved["per_episode"]]
-    assert saved["max_reward_counts"] == {f"{v:g}": best.count(v) for v in sorted(set(best))}
+    assert saved["max_reward_counts"] is None  # the wheeled reward is not staged (aloha's is)
+    assert all(isinstance(ep["max_reward"], float) for ep in saved["per_episode"])
 
 
 def test_video_has_one_annotated_frame_per_step_of_the_recorded_episodes(wheeled_run):
