@@ -32,11 +32,12 @@ def test_batches_mix_embodiments_with_their_own_masks(datamodule):
 def test_out_of_range_training_data_names_embodiment_slot_and_file(tmp_path):
     spec = Embodiments.from_config_dir(["fetch"])["fetch"]
     path = tmp_path / "bad_fetch.zarr"
-    store = EpisodeStore.create(path, embodiment="fetch", fps=25, cameras=["front"])
+    store = EpisodeStore.create(path, embodiment="fetch", fps=25, cameras=spec.camera_names)
     action = np.zeros((5, 4), np.float32)
     action[2, 1] = 3.0  # dy is declared in [-1, 1]
     store.append_episode({"action": action, "state": np.full((5, 4), 0.6, np.float32),
-                          "images": {"front": np.zeros((5, 120, 160, 3), np.uint8)}}, "reach")
+                          "images": {c.name: np.zeros((5, c.height, c.width, 3), np.uint8) for c in spec.cameras}},
+                         "reach")
     dm = MixtureDataModule([DatasetEntry(str(path))], num_workers=0)
     with pytest.raises(EmbodimentError, match=rf"{path}: 'action' value 3 in slot 'dy' is outside the range "
                                               rf"\[-1, 1\] declared by embodiment 'fetch'"):
