@@ -74,8 +74,8 @@ def expert_waypoints(expert: "WheeledExpert", pose, dt: float, num: int = 8, str
     for _ in range(num * stride):
         v, w = ghost.act((x, z, yaw))
         v = float(np.clip(v, 0.0, V_MAX))
-        yaw = math.atan2(math.sin(yaw + float(np.clip(w, -W_MAX, W_MAX)) * dt),
-                         math.cos(yaw + float(np.clip(w, -W_MAX, W_MAX)) * dt))
+        yaw += float(np.clip(w, -W_MAX, W_MAX)) * dt
+        yaw = math.atan2(math.sin(yaw), math.cos(yaw))
         x, z = x + v * dt * math.cos(yaw), z - v * dt * math.sin(yaw)
         poses.append((x, z, yaw))
     return future_waypoints(np.array(poses), 0, num=num, stride=stride)
