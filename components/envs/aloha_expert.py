@@ -437,8 +437,7 @@ class AlohaExpert:
                 probe = self._probe(task, sim) - correction
         if self.lead > 1:
             idx = np.minimum(np.arange(self.episode_steps) + self.lead - 1, self.episode_steps - 1)
-            arms = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
-            actions[:, arms] = actions[idx][:, arms]
+            actions[:, ARM_JOINTS] = actions[idx][:, ARM_JOINTS]
         return actions, rewards, probe
 
     def _verify(self, task: str, object_poses: np.ndarray, actions: np.ndarray):
@@ -455,6 +454,10 @@ class AlohaExpert:
             if r >= js.max_reward:
                 return True, probe
         return False, probe
+
+
+#: columns of a 14-d joint action that are arm joints (6 and 13 are the normalized grippers)
+ARM_JOINTS = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
 
 
 def _pad_pos(physics, side: str) -> np.ndarray:
@@ -494,9 +497,8 @@ def rollout_expert(
         # Arm joint targets are actuator controls, which MuJoCo clamps to ctrlrange (ctrllimited):
         # clipping them here changes nothing physically and records what was really commanded
         # (IK on the mocap scene can ask for a wrist a few mrad past +-pi).
-        arms = [i for i in range(14) if i not in (6, 13)]
         space = env.unwrapped.action_space
-        actions[:, arms] = np.clip(actions[:, arms], space.low[arms], space.high[arms])
+        actions[:, ARM_JOINTS] = np.clip(actions[:, ARM_JOINTS], space.low[ARM_JOINTS], space.high[ARM_JOINTS])
         obs, info = env.reset(seed=seed)
         cams = list(obs["images"].keys())
         frames = {c: [] for c in cams}
