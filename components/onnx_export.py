@@ -15,11 +15,12 @@ from torch import nn
 from components.dit import DiT
 from components.vla import euler_integrate
 
-INPUTS = ["noise", "prefix", "prefix_mask", "state", "state_mask", "dim_mask"]
+INPUTS = ["noise", "prefix", "prefix_mask", "state", "state_mask", "dim_mask", "image_mask"]
 
 
 class DecoderSampler(nn.Module):
-    """``noise [B,K,H,D]``, ``prefix [B,L,P]``, ``prefix_mask [B,L]``, ``state/state_mask/dim_mask [B,D]``
+    """``noise [B,K,H,D]``, ``prefix [B,L,P]``, ``prefix_mask [B,L]``, ``state/state_mask/dim_mask [B,D]``,
+    ``image_mask [B,L]`` (camera tokens, for the image readout; ignored without one)
     -> normalized chunks ``[B,K,H,D]``."""
 
     def __init__(self, dit: DiT, num_steps: int):
@@ -27,27 +28,33 @@ class DecoderSampler(nn.Module):
         self.dit = dit
         self.num_steps = num_steps
 
-    def forward(self, noise, prefix, prefix_mask, state, state_mask, dim_mask):
+    def forward(self, noise, prefix, prefix_mask, state, state_mask, dim_mask, image_mask):
         b, k, h, d = noise.shape
 
         def per_candidate(x):  # [B, ...] -> [B*K, ...] without a data-dependent repeat count
             return x[:, None].expand(b, k, *x.shape[1:]).reshape(b * k, *x.shape[1:])
 
-        kv = self.dit.cross_kv(prefix)  # [B, ...]: the K candidates share it
+        kv, cond = self.dit.encode_prefix(prefix, image_mask > 0)  # [B, ...]: the K candidates share it
         st, sm, dm = per_candidate(state), per_candidate(state_mask), per_candidate(dim_mask)
 
         def velocity(x, t):
-            return self.dit(x, t, st, sm, dm, kv, prefix_mask > 0)
+            return self.dit(x, t, st, sm, dm, kv, prefix_mask > 0, cond=cond)
 
         out = euler_integrate(velocity, noise.reshape(b * k, h, d), dm[:, None, :], self.num_steps)
         return out.reshape(b, k, h, d)
+
+
+def image_mask_input(vla, batch: dict) -> torch.Tensor:
+    """The exported graph's ``image_mask`` input for a collated batch (all zeros without a readout)."""
+    mask = vla.image_mask(batch)
+    return torch.zeros_like(batch["attention_mask"]) if mask is None else mask.long()
 
 
 def example_inputs(dit: DiT, batch: int = 1, k: int = 2, horizon: int = 8, length: int = 24):
     d, p = dit.cfg.action_dim, dit.cfg.prefix_dim
     return (torch.randn(batch, k, horizon, d), torch.randn(batch, length, p),
             torch.ones(batch, length, dtype=torch.int64), torch.randn(batch, d),
-            torch.ones(batch, d), torch.ones(batch, d))
+            torch.ones(batch, d), torch.ones(batch, d), (torch.arange(length) % 2).expand(batch, length).contiguous())
 
 
 def export_decoder(dit: DiT, num_steps: int, path: str | Path) -> Path:
@@ -59,7 +66,7 @@ def export_decoder(dit: DiT, num_steps: int, path: str | Path) -> Path:
                                  (("batch", 1, 256), ("k", 1, 64), ("horizon", 2, dit.cfg.max_horizon),
                                   ("length", 2, 8192)))
     shapes = ({0: batch, 1: k, 2: horizon}, {0: batch, 1: length}, {0: batch, 1: length},
-              {0: batch}, {0: batch}, {0: batch})
+              {0: batch}, {0: batch}, {0: batch}, {0: batch, 1: length})
     with torch.no_grad():
         program = torch.onnx.export(module, example_inputs(dit), dynamo=True, input_names=INPUTS,
                                     output_names=["chunks"], dynamic_shapes=shapes)
@@ -84,9 +91,14 @@ class OnnxDecoder:
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.num_steps = json.loads(path.with_suffix(".json").read_text())["num_steps"]
 
-    def __call__(self, noise, prefix, prefix_mask, state, state_mask, dim_mask) -> np.ndarray:
+    def __call__(self, noise, prefix, prefix_mask, state, state_mask, dim_mask, image_mask=None) -> np.ndarray:
         def np32(x, dtype=np.float32):
             return (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(dtype)
         feed = {"noise": np32(noise), "prefix": np32(prefix), "prefix_mask": np32(prefix_mask, np.int64),
-                "state": np32(state), "state_mask": np32(state_mask), "dim_mask": np32(dim_mask)}
+                "state": np32(state), "state_mask": np32(state_mask), "dim_mask": np32(dim_mask),
+                "image_mask": np.zeros(np.shape(prefix_mask), np.int64) if image_mask is None
+                else np32(image_mask, np.int64)}
+        # exports without an image readout have no image_mask input (onnx drops unused inputs)
+        names = {i.name for i in self.session.get_inputs()}
+        feed = {k: v for k, v in feed.items() if k in names}
         return self.session.run(["chunks"], feed)[0]

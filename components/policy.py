@@ -99,7 +99,7 @@ class Policy:
             prefix = self.vla.backbone(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
                                        batch["image_grid_thw"])
             chunks = self.onnx_decoder(noise, prefix, self.vla.decoder_mask(batch), batch["state"],
-                                       batch["state_mask"], batch["dim_mask"])
+                                       batch["state_mask"], batch["dim_mask"], self.vla.image_mask(batch))
         else:
             chunks = self.vla.sample(batch, spec.chunk_horizon, num_samples, num_steps, noise=noise)
         return self.processor.decode_actions(chunks[0], embodiment)

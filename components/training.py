@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from components.processor import VLAProcessor
 from components.vla import VLA, load_model_config
@@ -32,8 +33,13 @@ def export_pretrained(vla: VLA, processor: VLAProcessor, directory: str | Path) 
     return directory
 
 
+ADDABLE = ("decoder.readout_proj.", "decoder.readout.")  # modules init_from may add to a checkpoint
+
+
 def load_weights(vla: VLA, directory: str | Path) -> None:
-    """Copy the weights of checkpoint directory ``directory`` into ``vla`` (same architecture)."""
+    """Copy the weights of checkpoint directory ``directory`` into ``vla`` (same architecture, except
+    that a decoder image readout the checkpoint lacks starts fresh: its last layer is zero, so the
+    model computes what the checkpoint did until training changes it)."""
     from safetensors.torch import load_file
 
     path = Path(directory) / "model.safetensors"
@@ -42,7 +48,8 @@ def load_weights(vla: VLA, directory: str | Path) -> None:
                                 f"directory written by vla-stack fit (config.json, model.safetensors, ...)")
     state = load_file(str(path))
     own = vla.state_dict()
-    missing = sorted(set(own) - set(state))
+    fresh = sorted(k for k in set(own) - set(state) if k.startswith(ADDABLE))
+    missing = sorted(set(own) - set(state) - set(fresh))
     unexpected = sorted(set(state) - set(own))
     reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or reshaped:
@@ -52,7 +59,10 @@ def load_weights(vla: VLA, directory: str | Path) -> None:
                                                                for k in reshaped])) if keys)
         raise ValueError(f"init_from '{directory}' does not fit the configured model: {detail}. "
                          f"Use the model config it was trained with (its config.json).")
-    vla.load_state_dict(state)
+    vla.load_state_dict(state, strict=not fresh)
+    if fresh:
+        rank_zero_info(f"init_from {directory}: {len(fresh)} tensors of the image readout are new (not in "
+                       f"the checkpoint), starting at zero output: {', '.join(fresh)}")
 
 
 class VLAModule(L.LightningModule):

@@ -88,6 +88,7 @@ class Prefix:
     """What one observation batch contributes to decoding: per-block cross K/V and the key mask."""
     cross_kv: list[tuple[torch.Tensor, torch.Tensor]]
     mask: torch.Tensor  # [B, L] bool
+    cond: torch.Tensor | None = None  # [B, hidden]: the image readout's conditioning (DiT)
 
 
 
@@ -104,7 +105,22 @@ class VLA(nn.Module):
         """Backbone once, then the decoder's cross-attention K/V once."""
         prefix = self.backbone(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
                                batch["image_grid_thw"])
-        return Prefix(self.decoder.cross_kv(prefix), self.decoder_mask(batch))
+        kv, cond = self.decoder.encode_prefix(prefix, self.image_mask(batch))
+        return Prefix(kv, self.decoder_mask(batch), cond)
+
+    def image_mask(self, batch: dict) -> torch.Tensor | None:
+        """``[B, L]`` bool marking the camera tokens the decoder's image readout reads (None when the
+        decoder has no readout). Raises if an observation has more camera tokens than the readout."""
+        slots = self.config.decoder.image_readout
+        if slots <= 0:
+            return None
+        mask = batch["input_ids"] == self.backbone.model.config.image_token_id
+        most = int(mask.sum(1).max()) if mask.numel() else 0
+        if most > slots:
+            raise ValueError(f"an observation has {most} camera tokens but the decoder's image readout reads "
+                             f"{slots} (decoder.image_readout in the model config): use fewer or smaller "
+                             f"cameras, or a model with a larger image_readout")
+        return mask
 
     def decoder_mask(self, batch: dict) -> torch.Tensor:
         """``[B, L]`` bool: the backbone outputs the decoder reads (``config.decoder_reads``)."""
@@ -117,7 +133,7 @@ class VLA(nn.Module):
 
     def velocity(self, x_t, t, batch, prefix: Prefix, time_mask=None):
         return self.decoder(x_t, t, batch["state"], batch["state_mask"], batch["dim_mask"],
-                            prefix.cross_kv, prefix.mask, time_mask)
+                            prefix.cross_kv, prefix.mask, time_mask, prefix.cond)
 
     # ---- training ----------------------------------------------------------------------------
     def loss(self, batch: dict) -> torch.Tensor:

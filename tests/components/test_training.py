@@ -52,3 +52,29 @@ def test_init_from_copies_the_weights_and_refuses_another_architecture(tmp_path)
         VLAModule(model="tiny", overrides={"decoder": {"hidden": 96}}, init_from=str(tmp_path / "ckpt"))
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):
         VLAModule(model="tiny", init_from=str(tmp_path))
+
+
+def test_init_from_a_checkpoint_without_image_readout_adds_it_at_zero(tmp_path, datamodule):
+    """Stage 4 of the shipped generalist starts so: the model samples what the checkpoint did."""
+    from components.training import VLAModule
+    from components.vla import VLA, load_model_config
+
+    torch.manual_seed(0)
+    source = VLA(load_model_config("tiny", {"decoder": {"image_readout": 0}})).eval()
+    with torch.no_grad():  # a trained decoder: its zero-initialized output layers are not zero
+        for p in source.decoder.parameters():
+            if not p.any():
+                p.normal_(std=0.05)
+    source.save_pretrained(tmp_path / "old")
+    module = VLAModule(model="tiny", init_from=str(tmp_path / "old"))
+    assert module.vla.config.decoder.image_readout > 0 and not module.vla.decoder.readout[2].weight.any()
+    ds = datamodule.train_set
+    batch = datamodule.processor.collate([ds[int(o)] for o in ds.offsets[:-1]])
+    noise = torch.randn(len(batch["state"]), 2, 8, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(module.vla.eval().sample(batch, 8, 2, 4, noise=noise),
+                               source.sample(batch, 8, 2, 4, noise=noise))
+    # other missing tensors are still an error
+    with pytest.raises(ValueError, match="does not fit the configured model: unexpected"):
+        module2 = VLA(load_model_config("tiny"))
+        module2.save_pretrained(tmp_path / "new")
+        VLAModule(model="tiny", overrides={"decoder": {"image_readout": 0}}, init_from=str(tmp_path / "new"))

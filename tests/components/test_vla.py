@@ -71,11 +71,11 @@ class CallCounter:
         setattr(module, name, counted)
 
 
-def test_backbone_and_cross_kv_run_once_per_sampling_call(batch):
+def test_backbone_and_prefix_encoding_run_once_per_sampling_call(batch):
     torch.manual_seed(0)
     model = VLA(load_model_config("tiny"))
     backbone = CallCounter(model.backbone, "forward")
-    cross = CallCounter(model.decoder, "cross_kv")
+    cross = CallCounter(model.decoder, "encode_prefix")
     out = model.sample(batch, horizon=8, num_samples=5, num_steps=10)
     assert out.shape == (4, 5, 8, 32)
     assert backbone.count == 1 and cross.count == 1
@@ -112,10 +112,78 @@ def test_decoder_reads_the_user_turn_only(vla, batch):
     changed[~mask] += 5.0
     x = torch.randn(len(ids), 4, vla.config.decoder.action_dim)
     t = torch.full((len(ids),), 0.5)
+    image = vla.image_mask(batch)
+    assert not (image & ~mask).any()  # the image readout reads camera tokens, all inside the mask
     with torch.no_grad():
         out = [vla.decoder(x, t, batch["state"], batch["state_mask"], batch["dim_mask"],
-                           vla.decoder.cross_kv(p), mask) for p in (prefix, changed)]
+                           *_encoded(vla.decoder, p, image, mask)) for p in (prefix, changed)]
     torch.testing.assert_close(out[0], out[1])
+
+
+def _encoded(decoder, prefix, image_mask, mask):
+    kv, cond = decoder.encode_prefix(prefix, image_mask)
+    return kv, mask, None, cond
+
+
+@pytest.fixture(scope="module")
+def readout_vla():
+    """The tiny VLA with its image readout switched on (a trained one: last layer not zero)."""
+    torch.manual_seed(3)
+    model = VLA(load_model_config("tiny")).eval()
+    with torch.no_grad():  # the zero-initialized layers (adaLN, final, readout) as after training
+        for p in model.decoder.parameters():
+            if not p.any():
+                p.normal_(std=0.05)
+        model.decoder.readout[2].weight.normal_(std=0.2)
+    return model
+
+
+def test_image_readout_places_each_camera_token_in_its_own_slot(readout_vla, batch):
+    dec, vla = readout_vla.decoder, readout_vla
+    image = vla.image_mask(batch)
+    assert vla.config.decoder.image_readout == 64 and int(image.sum(1).max()) <= 64
+    prefix = torch.randn(len(image), image.shape[1], dec.cfg.prefix_dim)
+    captured = {}
+    hook = dec.readout.register_forward_hook(lambda m, args, out: captured.update(x=args[0]))
+    _, cond = dec.encode_prefix(prefix, image)
+    hook.remove()
+    packed = captured["x"].view(len(image), dec.cfg.image_readout, dec.cfg.readout_dim)
+    for i in range(len(image)):
+        mine = dec.readout_proj(dec.prefix_proj(prefix[i][image[i]]))  # camera tokens in prompt order
+        torch.testing.assert_close(packed[i, : len(mine)], mine)
+        assert not packed[i, len(mine):].any()  # zero padding after the last camera token
+    # swapping two camera tokens (same set, other places) changes the conditioning: position counts
+    i = 0
+    where = torch.nonzero(image[i]).flatten()
+    swapped = prefix.clone()
+    swapped[i, where[0]], swapped[i, where[1]] = prefix[i, where[1]], prefix[i, where[0]]
+    _, cond2 = dec.encode_prefix(swapped, image)
+    assert (cond2[i] - cond[i]).abs().max() > 1e-4
+    torch.testing.assert_close(cond2[1:], cond[1:])
+
+
+def test_image_readout_conditions_every_candidate_and_sampling_paths_agree(readout_vla, batch):
+    noise = torch.randn(4, 3, 8, 32, generator=torch.Generator().manual_seed(0))
+    cached = readout_vla.sample(batch, 8, 3, 6, noise=noise)
+    uncached = readout_vla.sample(batch, 8, 3, 6, noise=noise, cache=False)
+    torch.testing.assert_close(cached, uncached, atol=1e-5, rtol=1e-5)
+    # the readout reaches every candidate of every observation: zeroing it changes each of them
+    w = readout_vla.decoder.readout[2].weight
+    saved = w.detach().clone()
+    with torch.no_grad():
+        w.zero_()
+    try:
+        without = readout_vla.sample(batch, 8, 3, 6, noise=noise)
+    finally:
+        with torch.no_grad():
+            w.copy_(saved)
+    assert ((cached - without).abs().amax(dim=(2, 3)) > 1e-4).all()
+
+
+def test_more_camera_tokens_than_the_readout_reads_is_a_clear_error(readout_vla, batch):
+    too_many = {**batch, "input_ids": torch.full_like(batch["input_ids"], readout_vla.backbone.image_token_id)}
+    with pytest.raises(ValueError, match=r"camera tokens but the decoder's image readout reads 64"):
+        readout_vla.image_mask(too_many)
 
 
 def test_configs_written_before_decoder_reads_existed_read_everything():
