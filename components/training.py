@@ -36,18 +36,26 @@ def export_pretrained(vla: VLA, processor: VLAProcessor, directory: str | Path) 
 ADDABLE = ("decoder.readout_proj.", "decoder.readout.")  # modules init_from may add to a checkpoint
 
 
-def load_weights(vla: VLA, directory: str | Path) -> None:
+PARTS = ("backbone", "decoder")
+
+
+def load_weights(vla: VLA, directory: str | Path, parts: list[str] | tuple[str, ...] = PARTS) -> None:
     """Copy the weights of checkpoint directory ``directory`` into ``vla`` (same architecture, except
     that a decoder image readout the checkpoint lacks starts fresh: its last layer is zero, so the
-    model computes what the checkpoint did until training changes it)."""
+    model computes what the checkpoint did until training changes it). ``parts``: which of
+    ``backbone``/``decoder`` to copy; the others keep their fresh initialization."""
+    bad = sorted(set(parts) - set(PARTS))
+    if bad or not parts:
+        raise ValueError(f"init_parts {list(parts)}: expected a non-empty subset of {list(PARTS)}")
     from safetensors.torch import load_file
 
     path = Path(directory) / "model.safetensors"
     if not path.exists():
         raise FileNotFoundError(f"init_from '{directory}': no model.safetensors there; expected a checkpoint "
                                 f"directory written by vla-stack fit (config.json, model.safetensors, ...)")
-    state = load_file(str(path))
-    own = vla.state_dict()
+    keep = tuple(f"{part}." for part in parts)
+    state = {k: v for k, v in load_file(str(path)).items() if k.startswith(keep)}
+    own = {k: v for k, v in vla.state_dict().items() if k.startswith(keep)}
     fresh = sorted(k for k in set(own) - set(state) if k.startswith(ADDABLE))
     missing = sorted(set(own) - set(state) - set(fresh))
     unexpected = sorted(set(state) - set(own))
@@ -59,7 +67,7 @@ def load_weights(vla: VLA, directory: str | Path) -> None:
                                                                for k in reshaped])) if keys)
         raise ValueError(f"init_from '{directory}' does not fit the configured model: {detail}. "
                          f"Use the model config it was trained with (its config.json).")
-    vla.load_state_dict(state, strict=not fresh)
+    vla.load_state_dict(state, strict=False)  # every key of the chosen parts was checked above
     if fresh:
         rank_zero_info(f"init_from {directory}: {len(fresh)} tensors of the image readout are new (not in "
                        f"the checkpoint), starting at zero output: {', '.join(fresh)}")
@@ -70,16 +78,24 @@ class VLAModule(L.LightningModule):
     ``export_dir``: where the checkpoint directory (DESIGN.md) is written when fitting ends.
     ``init_from``: a checkpoint directory whose weights start the run (fine-tuning); its model
     must have the same architecture. Normalization stats come from the new data, not from it.
+    ``init_parts``: which parts it gives (``backbone``, ``decoder``; default both), e.g. a fresh
+    decoder on a trained backbone. ``freeze_backbone``: train the decoder only (the backbone's
+    weights stay as loaded; no gradient flows into it, so steps are cheaper).
     (Resuming an interrupted run is ``--ckpt_path last``, which restores optimizer and step too.)"""
 
     def __init__(self, model: str = "tiny", overrides: dict | None = None, lr: float = 3e-4,
                  weight_decay: float = 0.01, warmup_steps: int = 20, export_dir: str | None = None,
-                 init_from: str | None = None):
+                 init_from: str | None = None, init_parts: list[str] | None = None,
+                 freeze_backbone: bool = False):
         super().__init__()
         self.save_hyperparameters()
         self.vla = VLA(load_model_config(model, overrides))
+        if init_parts is not None and not init_from:
+            raise ValueError("init_parts names parts of the init_from checkpoint, but init_from is not set")
         if init_from:
-            load_weights(self.vla, init_from)
+            load_weights(self.vla, init_from, PARTS if init_parts is None else init_parts)
+        if freeze_backbone:
+            self.vla.backbone.requires_grad_(False)
         self.processor: VLAProcessor | None = None
 
     def setup(self, stage: str) -> None:
@@ -112,7 +128,7 @@ class VLAModule(L.LightningModule):
         return out
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = max(1, self.trainer.estimated_stepping_batches)
         warm = min(self.hparams.warmup_steps, total // 2)
 

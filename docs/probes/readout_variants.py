@@ -53,7 +53,9 @@ C = torch.load(CACHE, weights_only=False)
 H, B, ks = C["H"], C["B"], C["ks"]
 STEPS, STATE, COND, FRAMES = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 LR = float(sys.argv[5]) if len(sys.argv) > 5 else 5e-4
-dec = type(vla.decoder)(vla.decoder.cfg)
+# DEC=trained starts from the checkpoint's decoder (fine-tuning) instead of a fresh one; ZERO=1 starts
+# the conditioning MLP's last layer at zero (as the shipped readout does)
+dec = copy.deepcopy(vla.decoder) if os.environ.get("DEC") == "trained" else type(vla.decoder)(vla.decoder.cfg)
 h = dec.cfg.hidden
 film = torch.nn.Sequential(torch.nn.Linear(h, h), torch.nn.SiLU(), torch.nn.Linear(h, h))
 M = 8
@@ -62,6 +64,9 @@ proj16 = torch.nn.Linear(h, 16); flat16 = torch.nn.Sequential(torch.nn.Linear(32
 queries = torch.nn.Parameter(torch.randn(1, M, h) * 0.02)
 qattn = torch.nn.MultiheadAttention(h, 4, batch_first=True)
 qout = torch.nn.Sequential(torch.nn.Linear(M * h, h), torch.nn.SiLU(), torch.nn.Linear(h, h))
+if os.environ.get("ZERO") == "1":
+    for mlp in (film, flat, flat16, qout):
+        torch.nn.init.zeros_(mlp[2].weight); torch.nn.init.zeros_(mlp[2].bias)
 params = list(dec.parameters()) + list(film.parameters()) + list(flat.parameters()) + [queries] + list(proj16.parameters()) + list(flat16.parameters()) + list(qattn.parameters()) + list(qout.parameters())
 READ = sys.argv[6] if len(sys.argv) > 6 else "mean"
 def cond_c(prefix, mask, ids):

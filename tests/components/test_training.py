@@ -78,3 +78,36 @@ def test_init_from_a_checkpoint_without_image_readout_adds_it_at_zero(tmp_path, 
         module2 = VLA(load_model_config("tiny"))
         module2.save_pretrained(tmp_path / "new")
         VLAModule(model="tiny", overrides={"decoder": {"image_readout": 0}}, init_from=str(tmp_path / "new"))
+
+
+def test_init_parts_and_freeze_backbone_train_a_fresh_decoder_on_a_loaded_backbone(tmp_path, datamodule):
+    """Stage 4 of the shipped generalist: stage 3's backbone, frozen, under a fresh decoder."""
+    from components.training import VLAModule
+    from components.vla import VLA, load_model_config
+
+    torch.manual_seed(0)
+    source = VLA(load_model_config("tiny"))
+    source.save_pretrained(tmp_path / "ckpt")
+    torch.manual_seed(1)
+    module = VLAModule(model="tiny", init_from=str(tmp_path / "ckpt"), init_parts=["backbone"],
+                       freeze_backbone=True, lr=1e-3)
+    src = source.state_dict()
+    for name, value in module.vla.state_dict().items():
+        if name.startswith("backbone."):
+            assert torch.equal(value, src[name]), name
+    assert not all(torch.equal(v, src["decoder." + k]) for k, v in module.vla.decoder.state_dict().items()
+                   if k.startswith("blocks.0.self_attn"))  # the decoder is not the checkpoint's
+    # one optimizer step moves the decoder and leaves the backbone as loaded
+    ds = datamodule.train_set
+    batch = datamodule.processor.collate([ds[int(o)] for o in ds.offsets[:-1]])
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
+    before = {k: v.clone() for k, v in module.vla.state_dict().items()}
+    module.vla.loss(batch).backward()
+    opt.step()
+    after = module.vla.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("backbone."))
+    assert any(not torch.equal(after[k], before[k]) for k in before if k.startswith("decoder."))
+    with pytest.raises(ValueError, match=r"init_parts \['head'\]: expected a non-empty subset of \['backbone', 'decoder'\]"):
+        VLAModule(model="tiny", init_from=str(tmp_path / "ckpt"), init_parts=["head"])
+    with pytest.raises(ValueError, match="init_parts names parts of the init_from checkpoint"):
+        VLAModule(model="tiny", init_parts=["backbone"])
