@@ -20,9 +20,17 @@ from components.vla import load_model_config
 
 @dataclass
 class DatasetEntry:
-    """One episode store in the mixture; ``weight`` is its share of the samples."""
+    """One episode store in the mixture; ``weight`` is its share of the samples. ``first_frames``:
+    train on the first N frames of each episode only (e.g. the approach of a reach episode, not
+    the long hold at the target that follows and would dilute it); None uses every frame."""
     path: str
     weight: float = 1.0
+    first_frames: int | None = None
+
+    def __post_init__(self):
+        if self.first_frames is not None and int(self.first_frames) < 1:
+            raise ValueError(f"data.datasets: {self.path}: first_frames must be a positive number of frames, "
+                             f"got {self.first_frames}")
 
 
 def _lowdim(store: EpisodeStore, key: str) -> np.ndarray:
@@ -137,10 +145,15 @@ class MixtureDataModule(L.LightningDataModule):
         self.processor = VLAProcessor(load_tokenizer(cfg), make_image_processor(cfg), embodiments, stats,
                                       cfg.image_size)
         train, val = [], []
-        for s in stores:
+        for s, entry in zip(stores, self.datasets):
             n_val = min(self.val_episodes, s.n_episodes - 1)
             cut = int(s.episode_ends[s.n_episodes - n_val - 1])
-            train.append(np.arange(cut))
+            frames = np.arange(cut)
+            if entry.first_frames is not None:
+                starts = np.r_[0, s.episode_ends[:-1]]
+                frames = frames[frames - starts[np.searchsorted(s.episode_ends, frames, side="right")]
+                                < entry.first_frames]
+            train.append(frames)
             val.append(np.arange(cut, s.n_frames) if n_val else np.arange(cut))
         paths = [s.path for s in stores]
         self.train_set = WindowDataset(paths, train, self.processor)

@@ -19,6 +19,19 @@ def test_mixture_draws_embodiments_by_weight(synthetic_stores):
     assert 0.70 < share < 0.80  # 3:1 weights -> 75 %
 
 
+def test_first_frames_trains_on_the_start_of_each_episode_only(synthetic_stores):
+    path = synthetic_stores["fetch"]
+    store = EpisodeStore.open(path)
+    dm = MixtureDataModule([DatasetEntry(path, first_frames=3)], num_workers=0, val_episodes=1)
+    dm.setup("fit")
+    starts = np.r_[0, store.episode_ends[:-1]]
+    expected = np.concatenate([np.arange(a, a + 3) for a in starts[:-1]])  # the last episode is validation
+    np.testing.assert_array_equal(dm.train_set.frames[0], expected)
+    assert len(dm.val_set.frames[0]) == store.n_frames - starts[-1]  # validation keeps whole episodes
+    with pytest.raises(ValueError, match="first_frames must be a positive number of frames, got 0"):
+        DatasetEntry(path, first_frames=0)
+
+
 def test_batches_mix_embodiments_with_their_own_masks(datamodule):
     ds = datamodule.train_set
     batch = datamodule.processor.collate([ds[int(o)] for o in ds.offsets[:-1]])
