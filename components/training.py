@@ -41,8 +41,7 @@ PARTS = ("backbone", "decoder")
 
 def load_weights(vla: VLA, directory: str | Path, parts: list[str] | tuple[str, ...] = PARTS) -> None:
     """Copy the weights of checkpoint directory ``directory`` into ``vla`` (same architecture, except
-    that a decoder image readout the checkpoint lacks starts fresh: its last layer is zero, so the
-    model computes what the checkpoint did until training changes it). ``parts``: which of
+    that a decoder image readout the checkpoint lacks keeps its fresh initialization). ``parts``: which of
     ``backbone``/``decoder`` to copy; the others keep their fresh initialization."""
     bad = sorted(set(parts) - set(PARTS))
     if bad or not parts:
@@ -70,7 +69,7 @@ def load_weights(vla: VLA, directory: str | Path, parts: list[str] | tuple[str, 
     vla.load_state_dict(state, strict=False)  # every key of the chosen parts was checked above
     if fresh:
         rank_zero_info(f"init_from {directory}: {len(fresh)} tensors of the image readout are new (not in "
-                       f"the checkpoint), starting at zero output: {', '.join(fresh)}")
+                       f"the checkpoint) and start from their initialization: {', '.join(fresh)}")
 
 
 class VLAModule(L.LightningModule):

@@ -54,25 +54,21 @@ def test_init_from_copies_the_weights_and_refuses_another_architecture(tmp_path)
         VLAModule(model="tiny", init_from=str(tmp_path))
 
 
-def test_init_from_a_checkpoint_without_image_readout_adds_it_at_zero(tmp_path, datamodule):
-    """Stage 4 of the shipped generalist starts so: the model samples what the checkpoint did."""
+def test_init_from_a_checkpoint_without_image_readout_adds_it(tmp_path):
+    """A checkpoint written before the image readout existed fine-tunes into a model with one."""
     from components.training import VLAModule
     from components.vla import VLA, load_model_config
 
     torch.manual_seed(0)
-    source = VLA(load_model_config("tiny", {"decoder": {"image_readout": 0}})).eval()
-    with torch.no_grad():  # a trained decoder: its zero-initialized output layers are not zero
-        for p in source.decoder.parameters():
-            if not p.any():
-                p.normal_(std=0.05)
+    source = VLA(load_model_config("tiny", {"decoder": {"image_readout": 0}}))
     source.save_pretrained(tmp_path / "old")
     module = VLAModule(model="tiny", init_from=str(tmp_path / "old"))
-    assert module.vla.config.decoder.image_readout > 0 and not module.vla.decoder.readout[2].weight.any()
-    ds = datamodule.train_set
-    batch = datamodule.processor.collate([ds[int(o)] for o in ds.offsets[:-1]])
-    noise = torch.randn(len(batch["state"]), 2, 8, 32, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(module.vla.eval().sample(batch, 8, 2, 4, noise=noise),
-                               source.sample(batch, 8, 2, 4, noise=noise))
+    assert module.vla.config.decoder.image_readout > 0
+    src, own = source.state_dict(), module.vla.state_dict()
+    new = sorted(set(own) - set(src))
+    assert new and all(k.startswith(("decoder.readout_proj.", "decoder.readout.")) for k in new)
+    for name, value in src.items():
+        assert torch.equal(own[name], value), name
     # other missing tensors are still an error
     with pytest.raises(ValueError, match="does not fit the configured model: unexpected"):
         module2 = VLA(load_model_config("tiny"))
