@@ -64,11 +64,12 @@ def open_checked_stores(paths: list[str], where: str = "data.datasets") -> tuple
 
 
 def compute_embodiment_stats(stores: list[EpisodeStore], embodiments: Embodiments) -> dict[str, dict[str, NormStats]]:
-    """q01/q99 per canonical dimension over all stores of each embodiment (masked dims skipped)."""
+    """q01/q99 per canonical dimension over all stores of each embodiment (masked dims skipped). A
+    store listed more than once (e.g. again with ``first_frames``) counts once."""
     stats = {}
     for name in sorted({s.embodiment for s in stores}):
         spec = embodiments[name]
-        mine = [s for s in stores if s.embodiment == name]
+        mine = list({str(Path(s.path).resolve()): s for s in stores if s.embodiment == name}.values())
         actions = np.concatenate([action_space.pad(_lowdim(s, "action"), spec.action_indices) for s in mine])
         entry = {"action": compute_stats(actions, spec.action_mask)}
         if spec.state_dim:

@@ -32,6 +32,26 @@ def test_first_frames_trains_on_the_start_of_each_episode_only(synthetic_stores)
         DatasetEntry(path, first_frames=0)
 
 
+def test_a_store_listed_again_with_first_frames_over_samples_its_starts_and_counts_once_in_the_stats(synthetic_stores):
+    path = synthetic_stores["fetch"]
+    store = EpisodeStore.open(path)
+    once = MixtureDataModule([DatasetEntry(path)], num_workers=0)
+    twice = MixtureDataModule([DatasetEntry(path, 1.0), DatasetEntry(path, 1.0, first_frames=1)],
+                              num_workers=0, samples_per_epoch=4000)
+    once.setup("fit"), twice.setup("fit")
+    a, b = twice.processor.stats("fetch")["action"], once.processor.stats("fetch")["action"]
+    assert a.count == b.count == store.n_frames
+    np.testing.assert_array_equal(a.q01, b.q01), np.testing.assert_array_equal(a.q99, b.q99)
+    starts = set(np.r_[0, store.episode_ends[:-1]].tolist())
+    frames = [int(twice.train_set.frames[j][i - twice.train_set.offsets[j]])
+              for i in twice.train_dataloader().sampler
+              for j in [int(np.searchsorted(twice.train_set.offsets, i, side="right") - 1)]]
+    share = np.mean([f in starts for f in frames])
+    n_eps = len(starts)
+    expected = 0.5 + 0.5 * n_eps / store.n_frames  # the first_frames entry, plus starts drawn by the full one
+    assert abs(share - expected) < 0.05
+
+
 def test_batches_mix_embodiments_with_their_own_masks(datamodule):
     ds = datamodule.train_set
     batch = datamodule.processor.collate([ds[int(o)] for o in ds.offsets[:-1]])

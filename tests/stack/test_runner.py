@@ -102,6 +102,15 @@ def test_temporal_ensemble_decides_every_step(tiny_checkpoint):
     assert result["execute_horizon"] == 1 and result["decisions"] == 3
 
 
+def test_fetch_ensembles_by_default_unless_told_otherwise(tiny_checkpoint):
+    default = run(FETCH, tiny_checkpoint, episodes=1, max_steps=3, num_flow_steps=2)
+    assert default["temporal_ensemble"] is True and default["decisions"] == 3
+    for kwargs in ({"temporal_ensemble": False}, {"execute_horizon": 10}):
+        chunked = run(FETCH, tiny_checkpoint, episodes=1, max_steps=3, num_flow_steps=2, **kwargs)
+        assert chunked["temporal_ensemble"] is False and chunked["execute_horizon"] == 10
+        assert chunked["decisions"] == 1  # one chunk of 10 covers the 3 steps
+
+
 @pytest.fixture
 def no_env(monkeypatch):
     import gymnasium
