@@ -17,7 +17,7 @@ How a chunk becomes env actions depends on the embodiment's action kind, and so 
 ``temporal_ensemble`` (ACT): query the policy every step and execute the average of all chunks
 that cover this step, weighted ``exp(-decay * i)`` with i = 0 for the oldest chunk. It applies to
 action chunks only (waypoints are in the frame of the robot at prediction time and cannot be
-averaged across steps without a pose). Default: on for ``ee_delta`` (fetch: the shipped
+averaged across steps without a pose). Default: on for ``ee_delta`` (fetch: the stage-5b
 generalist reached 23/50 Fetch reach targets with it against 13/50 executing whole chunks; push
 3/50 against 4/50, docs/RESULTS.md), off for the others (aloha: a decision every step makes its
 400-step episodes 25 times as slow to evaluate; not measured); an explicit ``execute_horizon``
