@@ -72,6 +72,21 @@ def load_model_config(name_or_path: str, overrides: dict | None = None) -> VLACo
     return VLAConfig.from_dict(raw)
 
 
+def flow_matching_loss(velocity, actions: torch.Tensor, time_mask: torch.Tensor, dim_mask: torch.Tensor,
+                       time_beta=(1.5, 1.0)) -> torch.Tensor:
+    """Masked flow-matching loss for normalized ``actions [B,H,D]`` with ``time_mask [B,H]`` and
+    ``dim_mask [B,D]``: draws ``t ~ Beta(*time_beta)`` per sample and the noise, and compares
+    ``velocity(x_t, t) [B,H,D]`` with ``noise - actions`` on the unmasked entries."""
+    b = actions.shape[0]
+    mask = time_mask.to(actions.dtype)[:, :, None] * dim_mask.to(actions.dtype)[:, None, :]
+    a, bb = time_beta
+    t = torch.distributions.Beta(a, bb).sample((b,)).to(actions.device) * 0.999 + 0.001
+    noise = torch.randn_like(actions)
+    x_t = (t[:, None, None] * noise + (1 - t[:, None, None]) * actions) * mask
+    err = (velocity(x_t, t) - (noise - actions)) ** 2 * mask
+    return err.sum() / mask.sum().clamp(min=1)
+
+
 def euler_integrate(velocity, x: torch.Tensor, mask: torch.Tensor, num_steps: int) -> torch.Tensor:
     """Integrate the flow from t=1 (noise ``x [B,H,D]``) to t=0 in ``num_steps`` Euler steps;
     ``mask [B,1,D]`` keeps padded dimensions at zero throughout."""
@@ -139,16 +154,9 @@ class VLA(nn.Module):
     def loss(self, batch: dict) -> torch.Tensor:
         """Masked flow-matching loss. ``batch["actions"] [B,H,D]`` normalized, ``time_mask [B,H]``,
         ``dim_mask [B,D]``."""
-        actions = batch["actions"]
-        b = actions.shape[0]
-        mask = batch["time_mask"].to(actions.dtype)[:, :, None] * batch["dim_mask"].to(actions.dtype)[:, None, :]
-        a, bb = self.config.time_beta
-        t = torch.distributions.Beta(a, bb).sample((b,)).to(actions.device) * 0.999 + 0.001
-        noise = torch.randn_like(actions)
-        x_t = (t[:, None, None] * noise + (1 - t[:, None, None]) * actions) * mask
-        v = self.velocity(x_t, t, batch, self.encode(batch), batch["time_mask"])
-        err = (v - (noise - actions)) ** 2 * mask
-        return err.sum() / mask.sum().clamp(min=1)
+        return flow_matching_loss(
+            lambda x_t, t: self.velocity(x_t, t, batch, self.encode(batch), batch["time_mask"]),
+            batch["actions"], batch["time_mask"], batch["dim_mask"], self.config.time_beta)
 
     # ---- inference ---------------------------------------------------------------------------
     @torch.no_grad()

@@ -5,6 +5,7 @@ torch.set_num_threads(1)
 import components.envs
 from components.policy import Policy
 from components.envs.fetch_expert import FetchExpert
+from probe_util import direction_cosine
 pol = Policy.from_pretrained(sys.argv[1])
 task = sys.argv[2] if len(sys.argv) > 2 else "reach"
 env = gym.make({"reach": "vla_stack/FetchReach-v0", "push": "vla_stack/FetchPush-v0"}[task])
@@ -13,6 +14,5 @@ for seed in range(int(sys.argv[3]) if len(sys.argv)>3 else 1000, (int(sys.argv[3
     obs, info = env.reset(seed=seed)
     e = FetchExpert(task); a = e.act(env.unwrapped.raw_obs)
     p = pol.sample(obs, "fetch", info["instruction"], num_samples=1, seed=0)[0]
-    m = p[:3, :3].mean(0)
-    cos.append(float(m @ a[:3] / (np.linalg.norm(m) * np.linalg.norm(a[:3]) + 1e-9)))
+    cos.append(direction_cosine(p, a))
 print("mean cos(policy first 3 actions, expert)", np.mean(cos), np.round(cos, 2))

@@ -7,6 +7,8 @@ torch.set_num_threads(2); torch.manual_seed(0)
 import components.envs
 from components.policy import Policy
 from components.episode_store import EpisodeStore
+from components.vla import flow_matching_loss
+from probe_util import first_chunk, direction_cosine
 pol = Policy.from_pretrained("components/assets/default_policy")
 vla, p = pol.vla, pol.processor
 s = EpisodeStore.open("runs/g2/data/fetch_reach.zarr")
@@ -41,11 +43,10 @@ else:
 dec.cross_kv2 = types.MethodType(cross_kv, dec)
 opt = torch.optim.AdamW(dec.parameters(), lr=float(sys.argv[4]) if len(sys.argv) > 4 else 5e-4)
 def loss_fn(idx):
-    a = B["actions"][idx]; mask = B["time_mask"][idx].float()[:, :, None] * B["dim_mask"][idx].float()[:, None, :]
-    t = torch.distributions.Beta(1.5, 1.0).sample((len(idx),)) * 0.999 + 0.001
-    n = torch.randn_like(a); xt = (t[:, None, None] * n + (1 - t[:, None, None]) * a) * mask
-    v = dec(xt, t, B["state"][idx], B["state_mask"][idx], B["dim_mask"][idx], dec.cross_kv2(H[idx], B["user_mask"][idx].bool()), B["user_mask"][idx].bool(), B["time_mask"][idx])
-    return ((v - (n - a)) ** 2 * mask).sum() / mask.sum()
+    kv = dec.cross_kv2(H[idx], B["user_mask"][idx].bool())
+    return flow_matching_loss(lambda xt, t: dec(xt, t, B["state"][idx], B["state_mask"][idx], B["dim_mask"][idx], kv,
+                                                B["user_mask"][idx].bool(), B["time_mask"][idx]),
+                              B["actions"][idx], B["time_mask"][idx], B["dim_mask"][idx])
 t0 = time.time()
 for step in range(int(sys.argv[2])):
     idx = torch.randint(0, len(H), (32,))
@@ -62,11 +63,6 @@ for seed in range(1000, 1020):
     with torch.no_grad():
         h = vla.backbone(b["input_ids"], b["attention_mask"], b["pixel_values"], b["image_grid_thw"])
         kv = dec.cross_kv2(h, b["user_mask"].bool())
-        from components.vla import euler_integrate
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn((1, 10, 32), generator=g)
-        mask = b["dim_mask"].float()[:, None, :]
-        out = euler_integrate(lambda xt, t: dec(xt, t, b["state"], b["state_mask"], b["dim_mask"], kv, b["user_mask"].bool()), x, mask, 10)
-    ch = p.decode_actions(out[0], "fetch")
-    m = ch[:3, :3].mean(0); cos.append(float(m @ a[:3] / (np.linalg.norm(m) * np.linalg.norm(a[:3]) + 1e-9)))
+    out = first_chunk(lambda xt, t: dec(xt, t, b["state"], b["state_mask"], b["dim_mask"], kv, b["user_mask"].bool()), b["dim_mask"])
+    cos.append(direction_cosine(p.decode_actions(out, "fetch"), a))
 print("held-out mean cos", np.mean(cos))

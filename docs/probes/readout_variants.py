@@ -19,7 +19,8 @@ torch.set_num_threads(2); torch.manual_seed(0)
 import components.envs
 from components.policy import Policy
 from components.episode_store import EpisodeStore
-from components.vla import euler_integrate
+from components.vla import flow_matching_loss
+from probe_util import first_chunk, direction_cosine
 pol = Policy.from_pretrained(os.environ.get("PROBE_POLICY", "components/assets/default_policy"))
 vla, p = pol.vla, pol.processor
 CACHE = "runs/p2/cache.pt"  # features of the checkpoint below; delete it after changing the checkpoint
@@ -112,12 +113,9 @@ opt = torch.optim.AdamW(params, lr=LR)
 t0 = time.time()
 for step in range(STEPS):
     idx = sel[torch.randint(0, len(sel), (32,))]
-    a = B["actions"][idx]; mask = B["time_mask"][idx].float()[:, :, None] * B["dim_mask"][idx].float()[:, None, :]
-    t = torch.distributions.Beta(1.5, 1.0).sample((len(idx),)) * 0.999 + 0.001
-    n = torch.randn_like(a); xt = (t[:, None, None] * n + (1 - t[:, None, None]) * a) * mask
     kv, pm, ec, st, sm = prep(H[idx], B["user_mask"][idx].bool(), B["input_ids"][idx], B["state"][idx], B["state_mask"][idx])
-    v = fwd(xt, t, st, sm, B["dim_mask"][idx], kv, pm, ec, B["time_mask"][idx])
-    l = ((v - (n - a)) ** 2 * mask).sum() / mask.sum()
+    l = flow_matching_loss(lambda xt, t: fwd(xt, t, st, sm, B["dim_mask"][idx], kv, pm, ec, B["time_mask"][idx]),
+                           B["actions"][idx], B["time_mask"][idx], B["dim_mask"][idx])
     opt.zero_grad(); l.backward(); opt.step()
     if step % 100 == 0: print(step, round(l.item(), 4), round(time.time() - t0, 1), "s", flush=True)
 def evalcos(hs, hb, acts):
@@ -125,11 +123,8 @@ def evalcos(hs, hb, acts):
     for hh, b, a in zip(hs, hb, acts):
         with torch.no_grad():
             kv, pm, ec, st, sm = prep(hh, b["user_mask"].bool(), b["input_ids"], b["state"], b["state_mask"])
-            g = torch.Generator().manual_seed(0)
-            x = torch.randn((1, 10, 32), generator=g)
-            out = euler_integrate(lambda xt, t: fwd(xt, t, st, sm, b["dim_mask"], kv, pm, ec), x, b["dim_mask"].float()[:, None, :], 10)
-        ch = p.decode_actions(out[0], "fetch")
-        m = ch[:3, :3].mean(0); cos.append(float(m @ a[:3] / (np.linalg.norm(m) * np.linalg.norm(a[:3]) + 1e-9)))
+        out = first_chunk(lambda xt, t: fwd(xt, t, st, sm, b["dim_mask"], kv, pm, ec), b["dim_mask"])
+        cos.append(direction_cosine(p.decode_actions(out, "fetch"), a))
     return np.mean(cos)
 print(sys.argv[1:], "held-out first-frame mean cos", round(evalcos(C["hs"], C["hb"], C["acts"]), 3))
 # training first frames

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from components.vla import VLA, load_model_config
+from components.vla import VLA, flow_matching_loss, load_model_config
 
 # Published sizes: Qwen3.5-4B(-Base) is listed at 4.5B parameters; the Qwen-VLA paper's DiT at 1.15B.
 PUBLISHED_BACKBONE = 4.5e9
@@ -58,6 +58,20 @@ def test_loss_ignores_values_in_padding(vla, batch):
     torch.manual_seed(2)
     b = vla.loss({**batch, "actions": garbage})
     assert torch.allclose(a, b)
+
+
+def test_flow_matching_loss_is_zero_for_the_true_velocity_and_one_for_zero_velocity():
+    torch.manual_seed(3)
+    actions = torch.randn(64, 10, 6)
+    time_mask = torch.ones(64, 10, dtype=torch.bool)
+    time_mask[:, 7:] = False
+    dim_mask = torch.tensor([True] * 4 + [False] * 2).expand(64, 6)
+    # x_t = t * noise + (1 - t) * a, so the true velocity noise - a equals (x_t - a) / t on the valid entries
+    exact = flow_matching_loss(lambda x_t, t: (x_t - actions) / t[:, None, None], actions, time_mask, dim_mask)
+    assert exact < 1e-8
+    zeros = torch.zeros_like(actions)
+    blind = flow_matching_loss(lambda x_t, t: torch.zeros_like(x_t), zeros, time_mask, dim_mask)
+    assert 0.9 < blind < 1.1  # E[noise^2] over 64*7*4 valid entries
 
 
 class CallCounter:
