@@ -20,8 +20,8 @@ action chunks only (waypoints are in the frame of the robot at prediction time a
 averaged across steps without a pose). Default: on for ``ee_delta`` (fetch: the stage-5b
 generalist reached 23/50 Fetch reach targets with it against 13/50 executing whole chunks; push
 3/50 against 4/50, docs/RESULTS.md), off for the others (aloha: a decision every step makes its
-400-step episodes 25 times as slow to evaluate; not measured); an explicit ``execute_horizon``
-means chunked execution.
+400-step episodes 25 times as slow to evaluate, and the stage-7 generalist got 1/20 with it against
+2/20 chunked, docs/RESULTS.md "Stage 7"); an explicit ``execute_horizon`` means chunked execution.
 
 Actions are clipped to the env's action space. Success is ``info["is_success"]`` of the last step
 (the envs that terminate on success end on the successful step).
