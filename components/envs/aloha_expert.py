@@ -55,6 +55,8 @@ from components.envs.aloha import (
 )
 
 EPISODE_STEPS = 400
+# forearm-roll joint range (rad) in the plan pass, per task (see MocapSim)
+PLAN_FOREARM_ROLL_LIMIT = {TRANSFER_CUBE: 0.5}
 
 
 # --- small quaternion helpers (w, x, y, z) -------------------------------------------------
@@ -115,6 +117,15 @@ class MocapSim:
         # under joint friction and gravity; a stiffer weld makes the script track its waypoints.
         model.eq_solimp[:2] = [0.95, 0.99, 0.001, 0.5, 2.0]
         model.eq_solref[:2] = [0.01, 1.0]
+        # Transfer cube keeps the wrist angle near zero, where the forearm-roll and wrist-rotate
+        # axes line up: the weld then lets the arm wind along that null space by a layout-dependent
+        # amount (in the 200-episode store of stage 6 the two labels span [-pi, pi] each with a sum
+        # of std 0.12 rad), which a policy cannot read from the image (docs/RESULTS.md, "Stage 8").
+        # A joint range on the forearm roll in the plan pass keeps the labels off that null space.
+        for side in ("left", "right"):
+            limit = PLAN_FOREARM_ROLL_LIMIT.get(task)
+            if limit is not None:
+                model.jnt_range[model.name2id(f"vx300s_{side}/forearm_roll", "joint")] = [-limit, limit]
         self._rel = []  # weld relative pose (pos, quat) of gripper_link in the mocap frame
         for i in range(2):
             self._rel.append((model.eq_data[i, 3:6].copy(), model.eq_data[i, 6:10].copy()))
