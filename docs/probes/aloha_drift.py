@@ -8,22 +8,24 @@ Usage: .venv/bin/python docs/probes/aloha_drift.py POLICY_DIR STORE N"""
 import sys, numpy as np, torch, zarr, gymnasium as gym
 torch.set_num_threads(2)
 import components.envs
+from components.episode_store import EpisodeStore
 from components.policy import Policy
 
 pol = Policy.from_pretrained(sys.argv[1])
-g = zarr.open_group(sys.argv[2], mode="r")
+store = EpisodeStore.open(sys.argv[2])
 n = int(sys.argv[3])
-kwargs = g.attrs["collect"]["env_kwargs"]
-env = gym.make(g.attrs["collect"]["env_id"], **kwargs)
-ends = g["meta/episode_ends"][:]
-seeds, states, actions = g["data/episode_seed"][:], g["data/state"][:], g["data/action"][:]
-cam = g.attrs["cameras"][0]
+collected = zarr.open_group(sys.argv[2], mode="r").attrs["collect"]  # env id and kwargs, written by collect
+env = gym.make(collected["env_id"], **collected["env_kwargs"])
+seeds, states, actions = store.lowdim("episode_seed"), store.lowdim("state"), store.lowdim("action")
+cam = store.cameras[0]
 checkpoints = (25, 50, 100, 150, 200)
 for ep in range(n):
-    start, end = (0 if ep == 0 else int(ends[ep - 1])), int(ends[ep])
+    rows = store.episode_slice(ep)
+    start, end = rows.start, rows.stop
     seed = int(seeds[start])
     obs, info = env.reset(seed=seed)
-    same = np.array_equal(obs["images"][cam], g[f"data/images/{cam}"][start]) and np.allclose(obs["state"], states[start])
+    first = store.get_frame(start, [f"images/{cam}"])
+    same = np.array_equal(obs["images"][cam], first["images"][cam]) and np.allclose(obs["state"], states[start])
     for t in range(start, end):
         _, _, term, trunc, info = env.step(actions[t])
     replay = bool(info["is_success"])
@@ -31,7 +33,7 @@ for ep in range(n):
     dev, best = {}, 0.0
     for t in range(end - start):
         if t % 25 == 0:
-            chunk = pol.sample(obs, g.attrs["embodiment"], g.attrs["instructions"][ep], num_samples=1, seed=0)[0]
+            chunk = pol.sample(obs, store.embodiment, store.instructions[ep], num_samples=1, seed=0)[0]
         obs, r, term, trunc, info = env.step(chunk[t % 25])
         best = max(best, float(r))
         if t + 1 in checkpoints and start + t + 1 < end:

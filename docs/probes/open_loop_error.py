@@ -5,29 +5,28 @@ error per action dim divided by that dim's standard deviation over the store's a
 error of always predicting the mean action), next to the same number for "repeat the expert's
 action at this frame" (a trivial baseline that knows the current expert action).
 Usage: .venv/bin/python docs/probes/open_loop_error.py POLICY_DIR STORE N STRIDE E"""
-import sys, numpy as np, torch, zarr
+import sys, numpy as np, torch
 torch.set_num_threads(2)
+from components.episode_store import EpisodeStore
 from components.policy import Policy
 
-pol_dir, store, n, stride, e = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+pol_dir, path, n, stride, e = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 pol = Policy.from_pretrained(pol_dir)
-g = zarr.open_group(store, mode="r")
-emb, cams, instr = g.attrs["embodiment"], g.attrs["cameras"], g.attrs["instructions"]
-ends = g["meta/episode_ends"][:]
-actions = g["data/action"][:]
+store = EpisodeStore.open(path)
+actions = store.lowdim("action")
 std = actions.std(0)
 keep = std > 1e-4  # dims the expert never moves (Fetch's gripper in push) are left out
 std = std[keep]
 pol_err, hold_err = [], []
 for ep in range(n):
-    start = 0 if ep == 0 else int(ends[ep - 1])
-    for t in range(start, int(ends[ep]) - e, stride):
-        obs = {"images": {c: g[f"data/images/{c}"][t] for c in cams}, "state": g["data/state"][t]}
-        chunk = pol.sample(obs, emb, instr[ep], num_samples=1, seed=0)[0][:e]
+    rows = store.episode_slice(ep)
+    for t in range(rows.start, rows.stop - e, stride):
+        frame = store.get_frame(t, ["state"] + [f"images/{c}" for c in store.cameras])
+        chunk = pol.sample(frame, store.embodiment, frame["instruction"], num_samples=1, seed=0)[0][:e]
         truth = actions[t:t + e]
         pol_err.append(np.abs(chunk - truth).mean(0)[keep] / std)
         hold_err.append(np.abs(actions[t][None] - truth).mean(0)[keep] / std)
 pol_err, hold_err = np.array(pol_err), np.array(hold_err)
-print(f"{store}: {len(pol_err)} frames from {n} episodes, first {e} actions, {int(keep.sum())} of {keep.size} dims")
+print(f"{path}: {len(pol_err)} frames from {n} episodes, first {e} actions, {int(keep.sum())} of {keep.size} dims")
 print("policy   normalized MAE per dim", np.round(pol_err.mean(0), 3), "mean", round(float(pol_err.mean()), 3))
 print("hold-a_t normalized MAE per dim", np.round(hold_err.mean(0), 3), "mean", round(float(hold_err.mean()), 3))
