@@ -123,8 +123,9 @@ class MocapSim:
         # of std 0.12 rad), which a policy cannot read from the image (docs/RESULTS.md, "Stage 8").
         # A joint range on the forearm roll in the plan pass keeps the labels off that null space.
         limit = PLAN_FOREARM_ROLL_LIMIT.get(task)
-        for side in ("left", "right") if limit is not None else ():
-            model.jnt_range[model.name2id(f"vx300s_{side}/forearm_roll", "joint")] = [-limit, limit]
+        if limit is not None:
+            for side in ("left", "right"):
+                model.jnt_range[model.name2id(f"vx300s_{side}/forearm_roll", "joint")] = [-limit, limit]
         self._rel = []  # weld relative pose (pos, quat) of gripper_link in the mocap frame
         for i in range(2):
             self._rel.append((model.eq_data[i, 3:6].copy(), model.eq_data[i, 6:10].copy()))
