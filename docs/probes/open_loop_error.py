@@ -1,8 +1,9 @@
 """Open-loop error of a policy on recorded expert frames: at every STRIDE-th frame of the first N
 episodes of an episode store, sample one chunk (noise seed 0) from the recorded images and state and
 compare its first E actions with the expert's next E recorded actions. Prints the mean absolute
-error per action dim divided by that dim's standard deviation over the store's actions (1.0 is the
-error of always predicting the mean action), next to the same number for "repeat the expert's
+error per action dim divided by that dim's standard deviation over the store's actions (always
+predicting a dim's mean gives its mean absolute deviation over its std, about 0.8 for a Gaussian),
+next to the same number for "repeat the expert's
 action at this frame" (a trivial baseline that knows the current expert action).
 Usage: .venv/bin/python docs/probes/open_loop_error.py POLICY_DIR STORE N STRIDE E"""
 import sys, numpy as np, torch
