@@ -10,6 +10,7 @@ import sys, numpy as np, torch
 torch.set_num_threads(2)
 from components.episode_store import EpisodeStore
 from components.policy import Policy
+from _recorded import recorded_frames
 
 pol_dir, path, n, stride, e = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 pol = Policy.from_pretrained(pol_dir)
@@ -19,14 +20,11 @@ std = actions.std(0)
 keep = std > 1e-4  # dims the expert never moves (Fetch's gripper in push) are left out
 std = std[keep]
 pol_err, hold_err = [], []
-for ep in range(n):
-    rows = store.episode_slice(ep)
-    for t in range(rows.start, rows.stop - e, stride):
-        frame = store.get_frame(t, ["state"] + [f"images/{c}" for c in store.cameras])
-        chunk = pol.sample(frame, store.embodiment, frame["instruction"], num_samples=1, seed=0)[0][:e]
-        truth = actions[t:t + e]
-        pol_err.append(np.abs(chunk - truth).mean(0)[keep] / std)
-        hold_err.append(np.abs(actions[t][None] - truth).mean(0)[keep] / std)
+for t, frame in recorded_frames(store, n, stride, e):
+    chunk = pol.sample(frame, store.embodiment, frame["instruction"], num_samples=1, seed=0)[0][:e]
+    truth = actions[t:t + e]
+    pol_err.append(np.abs(chunk - truth).mean(0)[keep] / std)
+    hold_err.append(np.abs(actions[t][None] - truth).mean(0)[keep] / std)
 pol_err, hold_err = np.array(pol_err), np.array(hold_err)
 print(f"{path}: {len(pol_err)} frames from {n} episodes, first {e} actions, {int(keep.sum())} of {keep.size} dims")
 print("policy   normalized MAE per dim", np.round(pol_err.mean(0), 3), "mean", round(float(pol_err.mean()), 3))

@@ -8,6 +8,7 @@ import sys, numpy as np, torch
 torch.set_num_threads(2)
 from components.episode_store import EpisodeStore
 from components.policy import Policy
+from _recorded import recorded_frames
 
 pol = Policy.from_pretrained(sys.argv[1])
 store = EpisodeStore.open(sys.argv[2])
@@ -16,15 +17,12 @@ acts = store.lowdim("action")
 joints = (7, 8, 9, 10, 11, 12)
 spread = {j: [] for j in joints}
 err = {j: [] for j in joints}
-for ep in range(n):
-    rows = store.episode_slice(ep)
-    for t in range(rows.start, rows.stop - 25, stride):
-        frame = store.get_frame(t, ["state"] + [f"images/{c}" for c in store.cameras])
-        chunks = pol.sample(frame, store.embodiment, frame["instruction"], num_samples=8, seed=0)[:, :25]
-        for j in joints:
-            means = chunks[:, :, j].mean(1)
-            spread[j].append(means.std())
-            err[j].append(np.abs(means - acts[t:t + 25, j].mean()).mean())
+for t, frame in recorded_frames(store, n, stride, 25):
+    chunks = pol.sample(frame, store.embodiment, frame["instruction"], num_samples=8, seed=0)[:, :25]
+    for j in joints:
+        means = chunks[:, :, j].mean(1)
+        spread[j].append(means.std())
+        err[j].append(np.abs(means - acts[t:t + 25, j].mean()).mean())
 for j in joints:
     print(f"joint {j}: across-sample std of chunk mean {np.mean(spread[j]):.3f} (max {np.max(spread[j]):.3f}), "
           f"mean abs error {np.mean(err[j]):.3f}, label std {acts[:, j].std():.3f}")

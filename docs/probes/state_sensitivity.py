@@ -10,24 +10,22 @@ import sys, numpy as np, torch
 torch.set_num_threads(2)
 from components.episode_store import EpisodeStore
 from components.policy import Policy
+from _recorded import recorded_frames
 
 pol_dir, path = sys.argv[1], sys.argv[2]
 n, stride, e, joint, delta = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7])
 pol = Policy.from_pretrained(pol_dir)
 store = EpisodeStore.open(path)
 gains, others = [], []
-for ep in range(n):
-    rows = store.episode_slice(ep)
-    for t in range(rows.start, rows.stop - e, stride):
-        frame = store.get_frame(t, ["state"] + [f"images/{c}" for c in store.cameras])
-        chunks = []
-        for sign in (-1.0, 1.0):
-            obs = dict(frame, state=np.array(frame["state"], dtype=np.float64))
-            obs["state"][joint] += sign * delta
-            chunks.append(pol.sample(obs, store.embodiment, frame["instruction"], num_samples=1, seed=0)[0][:e])
-        g = (chunks[1] - chunks[0]).mean(0) / (2 * delta)
-        gains.append(g[joint])
-        others.append(np.delete(np.abs(g), joint).max())
+for _, frame in recorded_frames(store, n, stride, e):
+    chunks = []
+    for sign in (-1.0, 1.0):
+        obs = dict(frame, state=np.array(frame["state"], dtype=np.float64))
+        obs["state"][joint] += sign * delta
+        chunks.append(pol.sample(obs, store.embodiment, frame["instruction"], num_samples=1, seed=0)[0][:e])
+    g = (chunks[1] - chunks[0]).mean(0) / (2 * delta)
+    gains.append(g[joint])
+    others.append(np.delete(np.abs(g), joint).max())
 gains, others = np.array(gains), np.array(others)
 print(f"{path}: {len(gains)} frames from {n} episodes, state[{joint}] +-{delta}, first {e} actions")
 print(f"gain on action[{joint}]: mean {gains.mean():.3f}, median {np.median(gains):.3f}, "
