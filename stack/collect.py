@@ -3,7 +3,11 @@
 One store holds one environment. Episode seeds are deterministic: the candidate seeds are
 ``seed, seed + 1, seed + 2, ...`` in order, seeds already in the store are skipped, and an
 episode the expert fails is discarded (its seed is tried again, and fails again, on a later
-run). So the store holds the first N seeds on which the expert succeeds, and running the same
+run). An episode whose state or expert action leaves the ranges its embodiment declares is
+discarded the same way (physics can overshoot a limit by a little: 1.215 for a gripper declared
+up to 1.2), with its reason in the log and the summary; past ``max_discarded`` the run stops
+with the reasons, which is how a misconfigured embodiment shows up. So the store holds the
+first N seeds on which the expert succeeds within range, and running the same
 command again completes it to N episodes without duplicates. Each frame records the seed of
 its episode in ``data/episode_seed`` [T] int64.
 
@@ -47,7 +51,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from components.embodiment import EmbodimentSpec, Embodiments
+from components.embodiment import EmbodimentError, EmbodimentSpec, Embodiments
 
 SEED_KEY = "episode_seed"
 #: attribute of the store's root group naming what produced it (env id and kwargs)
@@ -251,11 +255,20 @@ def _produce_in_order(env_id: str, env_kwargs: dict, noise: float, seeds: Iterat
 # ---------------------------------------------------------------------------------- store
 
 
-def _check_episode(spec: EmbodimentSpec, produced: Produced, env_id: str) -> None:
+def _out_of_range(spec: EmbodimentSpec, produced: Produced, env_id: str) -> str | None:
+    """Why the episode's expert action or env state leaves the embodiment's ranges (None: it does not)."""
+    where = f"{env_id} seed {produced.seed}"
+    try:
+        spec.check_range("action", produced.episode["action"], f"{where} (expert action)")
+        spec.check_range("state", produced.episode["state"], f"{where} (env state)")
+    except EmbodimentError as e:
+        return str(e)
+    return None
+
+
+def _check_cameras(spec: EmbodimentSpec, produced: Produced, env_id: str) -> None:
     where = f"{env_id} seed {produced.seed}"
     episode = produced.episode
-    spec.check_range("action", episode["action"], f"{where} (expert action)")
-    spec.check_range("state", episode["state"], f"{where} (env state)")
     for camera in spec.cameras:
         shape = episode["images"][camera.name].shape[1:3]
         if shape != (camera.height, camera.width):
@@ -316,8 +329,8 @@ def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
         workers: processes producing episodes (each builds its own env); 1 runs in this process.
         seed: first episode seed.
         env_kwargs: keyword arguments of ``gym.make`` (default none), e.g. ``{floorplan: office_small}``.
-        max_discarded: stop with an error after this many failed expert episodes
-            (default: max(10, episodes)).
+        max_discarded: stop with an error after this many discarded episodes, failed or out of the
+            embodiment's ranges (default: max(10, episodes)).
         noise: DART noise injected into the executed expert actions (labels stay clean): std of
             the Fetch dx/dy/dz, or the fraction of the max turn rate for the wheeled base; 0 = none.
     """
@@ -333,6 +346,7 @@ def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
     start_episodes = store.n_episodes
     limit = max(10, episodes) if max_discarded is None else max_discarded
     discarded: list[int] = []
+    out_of_range: dict[int, str] = {}
     written = steps = 0
 
     def still_needed() -> int:
@@ -345,13 +359,19 @@ def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
     try:
         for produced in produced_episodes:
             steps += produced.steps
-            if produced.episode is None:
+            reason = None if produced.episode is None else _out_of_range(spec, produced, env)
+            if reason is not None:
+                out_of_range[produced.seed] = reason
+                bar.write(f"discarded: {reason}")
+            if produced.episode is None or reason is not None:
                 discarded.append(produced.seed)
                 if len(discarded) > limit:
-                    raise RuntimeError(f"{env}: the expert failed on {len(discarded)} seed(s) {discarded}; "
+                    reasons = "".join(f"\n  {r}" for r in out_of_range.values())
+                    raise RuntimeError(f"{env}: discarded {len(discarded)} seed(s) {discarded} (expert failed, "
+                                       f"or out of the declared ranges:{reasons or ' none'}); "
                                        f"stopping (raise --max_discarded to go on)")
             else:
-                _check_episode(spec, produced, env)
+                _check_cameras(spec, produced, env)
                 store.append_episode(produced.episode, produced.instruction)
                 written += 1
                 bar.update(1)
@@ -364,12 +384,12 @@ def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
     summary = {
         "env": env, "out": out, "workers": workers, "written": written,
         "episodes": store.n_episodes, "requested": episodes, "discarded": len(discarded),
-        "discarded_seeds": discarded, "frames": store.n_frames, "seconds": round(seconds, 2),
+        "discarded_seeds": discarded, "out_of_range_seeds": sorted(out_of_range), "frames": store.n_frames, "seconds": round(seconds, 2),
         "env_steps": steps, "env_steps_per_s": round(steps / seconds, 1) if seconds > 0 else None,
     }
-    failed = f" (seeds {discarded})" if discarded else ""
+    failed = f" (seeds {discarded}; out of the declared ranges: {sorted(out_of_range)})" if discarded else ""
     print(f"{env} -> {out}: wrote {written} episodes ({store.n_episodes}/{episodes} in the store), "
-          f"discarded {len(discarded)} failed expert episodes{failed}; "
+          f"discarded {len(discarded)} episodes{failed}; "
           f"{store.n_frames} frames in the store; {seconds:.1f} s, {steps} env steps, "
           f"{summary['env_steps_per_s']} env steps/s with {workers} worker(s)")
     return summary

@@ -91,9 +91,28 @@ def test_failed_expert_episodes_are_discarded_and_too_many_failures_stop(tmp_pat
     failed = summary["discarded_seeds"]
     assert failed and failed == list(range(len(failed)))
     assert seeds_of(EpisodeStore.open(tmp_path / "a.zarr")) == [len(failed)]
-    with pytest.raises(RuntimeError, match=r"failed on 1 seed\(s\) \[0\]"):
+    with pytest.raises(RuntimeError, match=r"discarded 1 seed\(s\) \[0\] \(expert failed"):
         collect(env=FETCH, episodes=1, out=str(tmp_path / "b.zarr"), env_kwargs=one_step, max_discarded=0)
     assert EpisodeStore.open(tmp_path / "b.zarr").n_episodes == 0
+
+
+def test_episodes_out_of_the_declared_ranges_are_discarded_with_the_reason(tmp_path, monkeypatch):
+    import dataclasses
+
+    import stack.collect as collect_module
+
+    spec = Embodiments.from_config_dir(["fetch"])["fetch"]
+    # a state range that the gripper's x of seed 0's first frame already leaves
+    probe = collect(env=FETCH, episodes=1, out=str(tmp_path / "probe.zarr"))
+    x0 = float(EpisodeStore.open(tmp_path / "probe.zarr").get_episode(0)["state"][0, 0])
+    narrow = dataclasses.replace(spec.state_slots[0], low=x0 + 0.5, high=x0 + 1.0)
+    narrowed = dataclasses.replace(spec, state_slots=(narrow, *spec.state_slots[1:]))
+    monkeypatch.setattr(collect_module, "_env_spec", lambda env_id: narrowed)
+    with pytest.raises(RuntimeError, match=rf"(?s)discarded 1 seed\(s\) \[0\].*seed 0 \(env state\): 'state' "
+                                           rf"value .* in slot '{narrow.name}' is outside the range"):
+        collect(env=FETCH, episodes=1, out=str(tmp_path / "c.zarr"), max_discarded=0)
+    assert EpisodeStore.open(tmp_path / "c.zarr").n_episodes == 0
+    assert probe["out_of_range_seeds"] == []
 
 
 def test_unknown_env_id_names_the_known_ones(tmp_path):
