@@ -164,7 +164,7 @@ class DiT(nn.Module):
         token_mask = None
         if time_mask is not None:
             token_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=x.device), time_mask.bool()], dim=1)
-        c = self.time_mlp(timestep_embedding(t, self.cfg.hidden))
+        c = self.time_mlp(timestep_embedding(t, self.cfg.hidden).to(x.dtype))
         if cond is not None:  # K candidates per observation share its conditioning
             c = c + cond[:, None].expand(cond.shape[0], b // cond.shape[0], cond.shape[1]).reshape(b, -1)
         for blk, kv in zip(self.blocks, cross_kv):

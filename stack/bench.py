@@ -147,3 +147,151 @@ def _decoder_only(vla, hidden, batch, noise, num_steps):
     return DecoderSampler(vla.decoder, num_steps)(noise, hidden, vla.decoder_mask(batch), batch["state"],
                                                   batch["state_mask"], batch["dim_mask"],
                                                   image_mask_input(vla, batch))
+
+
+def bench_latency(model: str = "tiny", embodiment: str = "aloha", device: str = "cpu", dtype: str = "float32",
+                  candidates: list[int] | None = None, num_steps: int = 10, repeats: int = 20,
+                  threads: int | None = None, json: str | None = None) -> dict:
+    """Chunk latency of a model *configuration* (random weights, no checkpoint needed): backbone
+    B, one decoder step D, chunks of K candidates with the cached prefix, and K=1 recomputing the
+    backbone every flow step; on CPU or a GPU, in float32 or bfloat16. This is how the full-size
+    model (``--model full``: Qwen3.5-4B architecture + 1.14B DiT) is timed without its weights;
+    latency does not depend on the weights' values.
+
+    The prompt is the embodiment's real prompt (one synthetic image per camera, state at the
+    middle of its ranges). A config built from ``hf_config`` (no checkpoint) is tokenized with the
+    committed tiny tokenizer; its special-token ids are set to that tokenizer's, so the prompt
+    length is the tiny tokenizer's (printed), not the released Qwen tokenizer's.
+
+    Args:
+        model: model config name (``tiny``, ``full``) or path to a model YAML.
+        embodiment: whose prompt, cameras and chunk horizon to time.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: ``float32`` or ``bfloat16`` (weights and activations).
+        candidates: K values of the cached-chunk rows (default 1 and 8).
+        num_steps: Euler steps N.
+        repeats: timed repetitions per row (after two warm-ups).
+        threads: torch CPU threads (default: torch's default).
+        json: also write the results to this JSON file.
+    """
+    import json as json_module
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from components import action_space
+    from components.backbone import hf_config_of, load_tokenizer, make_image_processor
+    from components.embodiment import Embodiments
+    from components.normalization import NormStats
+    from components.processor import VLAProcessor
+    from components.synthetic import synthetic_observation
+    from components.vla import VLA, load_model_config
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise ValueError(f"--dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch {torch.__version__} sees no CUDA device on this machine")
+    if threads:
+        torch.set_num_threads(threads)
+    candidates = list(candidates or [1, 8])
+    cfg = load_model_config(model)
+    spec = Embodiments.from_config_dir([embodiment])[embodiment]
+    tokenizer = load_tokenizer(cfg.backbone)
+    hf_config = hf_config_of(cfg.backbone)
+    remapped = False
+    if cfg.backbone.source == "config":
+        ids = {key: tokenizer.convert_tokens_to_ids(tok) for key, tok in (
+            ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+        remapped = any(getattr(hf_config, key) != value for key, value in ids.items())
+        for key, value in ids.items():
+            setattr(hf_config, key, value)
+    ranges = {}
+    for key, slots, indices in (("action", spec.action_slots, spec.action_indices),
+                                ("state", spec.state_slots, spec.state_indices)):
+        if slots:
+            mask = np.zeros(action_space.ACTION_DIM, bool)
+            mask[indices] = True
+            ranges[key] = NormStats(
+                np.where(mask, action_space.pad(np.array([s.low for s in slots]), indices), -1.0),
+                np.where(mask, action_space.pad(np.array([s.high for s in slots]), indices), 1.0), mask, 1)
+    processor = VLAProcessor(tokenizer, make_image_processor(cfg.backbone, hf_config),
+                             Embodiments.from_config_dir([embodiment]),
+                             {embodiment: ranges}, cfg.backbone.image_size)
+    obs = synthetic_observation(spec)
+    sample = processor.encode_observation(obs["images"], obs["state"], "pick up the red cube", embodiment)
+    batch = {k: (v.to(device, dtypes[dtype]) if v.is_floating_point() else v.to(device)) if torch.is_tensor(v) else v
+             for k, v in processor.collate([sample]).items()}
+
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtypes[dtype])
+    try:
+        with torch.device(device):
+            vla = VLA(cfg, hf_config=hf_config, load_backbone_weights=False).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    build_s = time.perf_counter() - t0
+    n_backbone = sum(p.numel() for p in vla.backbone.parameters())
+    n_decoder = sum(p.numel() for p in vla.decoder.parameters())
+    h, d = spec.chunk_horizon, vla.config.decoder.action_dim
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def timed(fn) -> list[float]:
+        fn(); fn()
+        sync()
+        out = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            out.append((time.perf_counter() - t0) * 1e3)
+        return out
+
+    rows: dict[str, list[float]] = {}
+    with torch.no_grad():
+        rows["backbone B (prefix: backbone + cross K/V)"] = timed(lambda: vla.encode(batch))
+        prefix = vla.encode(batch)
+        x = torch.randn(1, h, d, device=device, dtype=dtypes[dtype])
+        t = torch.ones(1, device=device, dtype=dtypes[dtype])
+        rows["decoder step D (K=1)"] = timed(lambda: vla.velocity(x, t, batch, prefix))
+        for k in candidates:
+            noise = torch.randn(1, k, h, d, device=device, dtype=dtypes[dtype])
+            rows[f"chunk K={k} N={num_steps} cached"] = timed(
+                lambda k=k, noise=noise: vla.sample(batch, h, k, num_steps, noise=noise))
+        noise = torch.randn(1, 1, h, d, device=device, dtype=dtypes[dtype])
+        rows[f"chunk K=1 N={num_steps} uncached"] = timed(
+            lambda: vla.sample(batch, h, 1, num_steps, noise=noise, cache=False))
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    p95 = {k: float(np.percentile(v, 95)) for k, v in rows.items()}
+    b, dstep = med["backbone B (prefix: backbone + cross K/V)"], med["decoder step D (K=1)"]
+    predicted = num_steps * (b + dstep) / (b + num_steps * dstep)
+    measured = med[f"chunk K=1 N={num_steps} uncached"] / med[f"chunk K=1 N={num_steps} cached"]
+    where = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    result = {
+        "model": model, "embodiment": embodiment, "device": where, "dtype": dtype, "torch": torch.__version__,
+        "backbone_parameters": n_backbone, "decoder_parameters": n_decoder, "prompt_tokens": int(batch["input_ids"].shape[1]),
+        "special_token_ids_remapped": remapped, "horizon": h, "num_steps": num_steps, "repeats": repeats,
+        "build_s": round(build_s, 1), "p50_ms": med, "p95_ms": p95,
+        "uncached_over_cached": measured, "predicted_N(B+D)/(B+N*D)": predicted,
+        "peak_gpu_memory_gib": (torch.cuda.max_memory_allocated(device) / 2**30) if device.startswith("cuda") else None,
+    }
+    print(f"\nmodel {model}: backbone {n_backbone / 1e9:.3f} B + decoder {n_decoder / 1e9:.3f} B parameters "
+          f"(random weights, built in {build_s:.1f} s), {dtype} on {where}, torch {torch.__version__}\n"
+          f"embodiment {embodiment}: {result['prompt_tokens']} prompt tokens"
+          f"{' (tiny tokenizer, special-token ids remapped to it)' if remapped else ''}, H={h}, "
+          f"N={num_steps}, {repeats} repeats\n")
+    print(f"{'measurement':<48}{'p50 ms':>10}{'p95 ms':>10}")
+    for k in rows:
+        print(f"{k:<48}{med[k]:10.2f}{p95[k]:10.2f}")
+    print(f"\n{'uncached / cached, measured':<48}{measured:10.2f}")
+    print(f"{'N(B+D)/(B+N*D), predicted from B and D':<48}{predicted:10.2f}")
+    if result["peak_gpu_memory_gib"] is not None:
+        print(f"{'peak GPU memory allocated (GiB)':<48}{result['peak_gpu_memory_gib']:10.2f}")
+    if json:
+        Path(json).parent.mkdir(parents=True, exist_ok=True)
+        Path(json).write_text(json_module.dumps(result, indent=2))
+    return result

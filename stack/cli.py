@@ -33,7 +33,7 @@ def commands() -> dict:
     from stack.collect import collect
     from stack.runner import run
     return {"demo": c.demo, "train_demo": c.train_demo, "collect": collect, "run": run, "synth": c.synth,
-            "stats": c.stats, "sample": c.sample, "export": c.export, "bench": {"policy": bench.bench_policy}}
+            "stats": c.stats, "sample": c.sample, "export": c.export, "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency}}
 
 
 def main(argv: list[str] | None = None) -> None:
