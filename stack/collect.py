@@ -34,7 +34,10 @@ state off the expert's path). Fetch: noise of std ``noise`` on dx, dy, dz. Wheel
 Ornstein-Uhlenbeck perturbation of the turn rate (std ``noise`` x the max turn rate) and of the
 speed; the label at frame t is then the trajectory the expert would drive from that pose
 (``expert_waypoints``: its pure pursuit rolled out on the unicycle model), not the noisy
-trajectory actually driven. Aloha: not supported (the expert is an open-loop joint replay).
+trajectory actually driven. Aloha: an Ornstein-Uhlenbeck perturbation (std ``noise`` rad, correlation
+time 0.3 s) of the 12 arm-joint targets of the replayed plan, over the whole replay or one window
+of ``noise_steps``; the label stays the planned target, i.e. where the arm should be, and replays
+the perturbation makes fail are discarded.
 """
 from __future__ import annotations
 
@@ -84,26 +87,27 @@ def _env_spec(env_id: str) -> EmbodimentSpec:
 class EpisodeProducer:
     """Builds one env for ``env_id`` and turns a seed into one recorded expert episode."""
 
-    def __init__(self, env_id: str, env_kwargs: dict, noise: float = 0.0):
+    def __init__(self, env_id: str, env_kwargs: dict, noise: float = 0.0, noise_steps: int | None = None):
         import gymnasium as gym
 
         self.spec = _env_spec(env_id)
         self.env_id = env_id
         self.noise = float(noise)
+        self.noise_steps = noise_steps
         camera = self.spec.cameras[0]
         kwargs = {"image_size": (camera.height, camera.width), **env_kwargs}
         kind = self.spec.name
         if kind in ("aloha", "fetch"):
             kwargs.setdefault("cameras", tuple(self.spec.camera_names))
+        if noise_steps is not None and kind != "aloha":
+            raise ValueError(f"{env_id}: --noise_steps (a window of noise) is for aloha; {kind} is perturbed "
+                             f"throughout with --noise")
         if kind == "aloha":
             from components.envs.aloha_expert import AlohaExpert
 
             self.expert = AlohaExpert()
         elif kind not in ("fetch", "wheeled"):
             raise ValueError(f"{env_id}: no scripted expert for embodiment {kind!r}")
-        if self.noise and kind == "aloha":
-            raise ValueError(f"{env_id}: --noise is not supported for aloha (its expert replays a planned "
-                             f"joint trajectory open-loop and cannot recover from perturbations)")
         self.env = gym.make(env_id, **kwargs)
         if kind == "fetch":
             from components.envs.fetch_expert import FetchExpert
@@ -190,7 +194,8 @@ class EpisodeProducer:
     def _aloha(self, seed: int) -> Produced:
         from components.envs.aloha_expert import rollout_expert
 
-        out = rollout_expert(self.env_id, seed, expert=self.expert, env=self.env)
+        out = rollout_expert(self.env_id, seed, expert=self.expert, env=self.env, noise=self.noise,
+                             noise_steps=self.noise_steps)
         episode = {"action": out["action"], "state": out["state"], "images": out["images"]}
         return Produced(seed, len(out["action"]), bool(out["success"]), out["instruction"], episode)
 
@@ -200,10 +205,10 @@ class EpisodeProducer:
 _WORKER: EpisodeProducer | None = None
 
 
-def _init_worker(env_id: str, env_kwargs: dict, noise: float) -> None:
+def _init_worker(env_id: str, env_kwargs: dict, noise: float, noise_steps: int | None) -> None:
     global _WORKER
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    _WORKER = EpisodeProducer(env_id, env_kwargs, noise)
+    _WORKER = EpisodeProducer(env_id, env_kwargs, noise, noise_steps)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -218,7 +223,7 @@ def _produce_in_worker(seed: int) -> Produced:
 
 
 def _produce_in_order(env_id: str, env_kwargs: dict, noise: float, seeds: Iterator[int], workers: int,
-                      still_needed: Callable[[], int]) -> Iterator[Produced]:
+                      still_needed: Callable[[], int], noise_steps: int | None = None) -> Iterator[Produced]:
     """Episodes of ``seeds`` in seed order, produced by ``workers`` processes (1: this process).
 
     ``still_needed()`` is how many more successful episodes the caller wants; at most that
@@ -227,7 +232,7 @@ def _produce_in_order(env_id: str, env_kwargs: dict, noise: float, seeds: Iterat
     if still_needed() <= 0:
         return
     if workers == 1:
-        producer = EpisodeProducer(env_id, env_kwargs, noise)
+        producer = EpisodeProducer(env_id, env_kwargs, noise, noise_steps)
         try:
             for seed in seeds:
                 if still_needed() <= 0:
@@ -239,7 +244,7 @@ def _produce_in_order(env_id: str, env_kwargs: dict, noise: float, seeds: Iterat
     pending: deque[Future] = deque()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(env_id, env_kwargs, noise)) as pool:
+                             initargs=(env_id, env_kwargs, noise, noise_steps)) as pool:
         try:
             while True:
                 while len(pending) < 2 * workers and len(pending) < still_needed():
@@ -277,7 +282,8 @@ def _check_cameras(spec: EmbodimentSpec, produced: Produced, env_id: str) -> Non
                              f"{camera.height}x{camera.width}")
 
 
-def _open_store(out: str, env_id: str, env_kwargs: dict, spec: EmbodimentSpec, noise: float = 0.0):
+def _open_store(out: str, env_id: str, env_kwargs: dict, spec: EmbodimentSpec, noise: float = 0.0,
+                noise_steps: int | None = None):
     """The store at ``out`` (created if absent) and the seeds it already holds."""
     import zarr
 
@@ -286,6 +292,8 @@ def _open_store(out: str, env_id: str, env_kwargs: dict, spec: EmbodimentSpec, n
     source = {"env_id": env_id, "env_kwargs": env_kwargs}
     if noise:
         source["noise"] = noise
+    if noise and noise_steps is not None:
+        source["noise_steps"] = noise_steps
     source = json.loads(json.dumps(source))  # as stored
     if not Path(out).exists():
         EpisodeStore.create(out, embodiment=spec.name, fps=spec.control_hz, cameras=spec.camera_names)
@@ -313,7 +321,8 @@ def _open_store(out: str, env_id: str, env_kwargs: dict, spec: EmbodimentSpec, n
 
 
 def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
-            env_kwargs: dict | None = None, max_discarded: int | None = None, noise: float = 0.0) -> dict:
+            env_kwargs: dict | None = None, max_discarded: int | None = None, noise: float = 0.0,
+            noise_steps: int | None = None) -> dict:
     """Record scripted-expert episodes of a simulated task into an episode store (zarr).
 
     Episode seeds are ``seed, seed + 1, ...``; failed expert episodes are discarded and the next
@@ -332,7 +341,11 @@ def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
         max_discarded: stop with an error after this many discarded episodes, failed or out of the
             embodiment's ranges (default: max(10, episodes)).
         noise: DART noise injected into the executed expert actions (labels stay clean): std of
-            the Fetch dx/dy/dz, or the fraction of the max turn rate for the wheeled base; 0 = none.
+            the Fetch dx/dy/dz, the fraction of the max turn rate for the wheeled base, or the
+            std (rad) of the ALOHA arm-joint targets' perturbation; 0 = none.
+        noise_steps: ALOHA only: perturb during one window of this many steps per episode (at a
+            seeded random start) instead of the whole replay; a whole-replay perturbation of
+            0.05 rad already makes most transfer-cube replays fail.
     """
     from tqdm import tqdm
 
@@ -341,8 +354,10 @@ def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
         raise ValueError(f"--episodes and --workers must be >= 1, got {episodes} and {workers}")
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"--noise must be in [0, 1], got {noise}")
+    if noise_steps is not None and noise_steps < 1:
+        raise ValueError(f"--noise_steps must be >= 1 (or unset: the whole episode), got {noise_steps}")
     spec = _env_spec(env)
-    store, stored_seeds = _open_store(out, env, env_kwargs, spec, noise)
+    store, stored_seeds = _open_store(out, env, env_kwargs, spec, noise, noise_steps)
     start_episodes = store.n_episodes
     limit = max(10, episodes) if max_discarded is None else max_discarded
     discarded: list[int] = []
@@ -355,7 +370,7 @@ def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
     candidates = (s for s in range(seed, seed + 2**31) if s not in stored_seeds)
     t0 = time.perf_counter()
     bar = tqdm(total=max(episodes - start_episodes, 0), unit="ep", desc=env, dynamic_ncols=True)
-    produced_episodes = _produce_in_order(env, env_kwargs, noise, candidates, workers, still_needed)
+    produced_episodes = _produce_in_order(env, env_kwargs, noise, candidates, workers, still_needed, noise_steps)
     try:
         for produced in produced_episodes:
             steps += produced.steps

@@ -472,6 +472,8 @@ class AlohaExpert:
 
 #: columns of a 14-d joint action that are arm joints (6 and 13 are the normalized grippers)
 ARM_JOINTS = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
+#: correlation time of the DART perturbation of the arm-joint targets (``rollout_expert(noise=...)``)
+NOISE_TAU_S = 0.3
 
 
 def _pad_pos(physics, side: str) -> np.ndarray:
@@ -488,9 +490,23 @@ def rollout_expert(
     image_size: Sequence[int] = (240, 320),
     expert: AlohaExpert | None = None,
     env=None,
+    noise: float = 0.0,
+    noise_steps: int | None = None,
+    noise_joints: Sequence[int] | None = None,
     **env_kwargs,
 ) -> dict:
     """One demonstration: plan in the mocap scene, replay the joints in the joint-space env.
+
+    ``noise`` > 0 (DART, rad): the replay executes the planned arm-joint targets plus an
+    Ornstein-Uhlenbeck perturbation of stationary std ``noise`` and correlation time
+    ``NOISE_TAU_S`` (seeded by ``seed``; grippers unperturbed), while the recorded action stays
+    the planned target. The arms then really leave the planned path by about ``noise`` and the
+    labels say where the plan is, so the data shows how to get back to it. Returns the
+    perturbation too (``"executed"``) and whether the perturbed replay still succeeded.
+    ``noise_steps``: perturb only during one window of that many steps, at a seeded random start
+    chosen so that it closes three time constants before the plan's first grasp (the perturbation
+    decays with the same time constant): DART for the reach; None: the whole replay.
+    ``noise_joints``: which of the 14 action indices to perturb (default: the 12 arm joints).
 
     Returns ``{"images": {cam: uint8 [T,H,W,3]}, "state": float32 [T,14], "action": float32
     [T,14], "instruction": str, "success": bool}`` where ``state[t]`` / ``images[t]`` are the
@@ -516,14 +532,35 @@ def rollout_expert(
         obs, info = env.reset(seed=seed)
         cams = list(obs["images"].keys())
         frames = {c: [] for c in cams}
-        states, acts = [], []
+        states, acts, executed = [], [], []
         success = False
-        for a in actions:
+        rng = np.random.default_rng([seed, 2])
+        rho = float(np.exp(-DT / NOISE_TAU_S))
+        joints = list(ARM_JOINTS if noise_joints is None else noise_joints)
+        perturbation = np.zeros(len(joints))
+        window = (0, len(actions))
+        if noise and noise_steps is not None:
+            # the window closes 3 time constants before the first grasp of the plan (a gripper's
+            # planned opening falls 0.1 below its running maximum): the arms reach off the planned
+            # path and are brought back to it before they close on anything
+            grips = actions[:, [6, 13]]
+            closing = np.flatnonzero((np.maximum.accumulate(grips, axis=0) - grips).max(1) > 0.1)
+            end = (int(closing[0]) if len(closing) else len(actions)) - int(3 * NOISE_TAU_S / DT)
+            start = int(rng.integers(0, max(end - noise_steps, 0) + 1))
+            window = (start, start + noise_steps)
+        for t, a in enumerate(actions):
             for c in cams:
                 frames[c].append(obs["images"][c])
             states.append(obs["state"])
             acts.append(a)
-            obs, _, terminated, truncated, info = env.step(a)
+            command = a
+            if noise:
+                drive = noise * rng.standard_normal(len(joints)) if window[0] <= t < window[1] else 0.0
+                perturbation = rho * perturbation + np.sqrt(1 - rho**2) * drive
+                command = a.copy()
+                command[joints] = np.clip(a[joints] + perturbation, space.low[joints], space.high[joints])
+            executed.append(command)
+            obs, _, terminated, truncated, info = env.step(command)
             success = success or bool(info["is_success"])
             if terminated or truncated:
                 break
@@ -531,6 +568,7 @@ def rollout_expert(
             "images": {c: np.stack(v).astype(np.uint8) for c, v in frames.items()},
             "state": np.stack(states).astype(np.float32),
             "action": np.stack(acts).astype(np.float32),
+            "executed": np.stack(executed).astype(np.float32),
             "instruction": info["instruction"],
             "success": success,
         }

@@ -155,6 +155,26 @@ def test_expert_transfer_cube_episode_succeeds():
     assert np.abs(demo["action"][:, [10, 12]]).max() < 0.7
 
 
+def test_dart_replay_labels_stay_the_plan_while_the_arms_leave_it():
+    kw = dict(cameras=("top",), image_size=(8, 8), render_quality="flat")
+    clean = rollout_expert(TRANSFER, seed=0, **kw)
+    noisy = rollout_expert(TRANSFER, seed=0, noise=0.1, noise_steps=60, **kw)
+    t = min(len(clean["action"]), len(noisy["action"]))
+    # the labels are the planned targets, perturbed or not
+    np.testing.assert_array_equal(noisy["action"][:t], clean["action"][:t])
+    np.testing.assert_array_equal(clean["executed"], clean["action"])
+    pushed = np.abs(noisy["executed"] - noisy["action"]).max(1)
+    start = int(np.argmax(pushed > 0))
+    assert pushed[:start].max(initial=0.0) == 0.0 and pushed.max() > 0.1
+    # only arm joints are perturbed, the grippers follow the plan
+    np.testing.assert_array_equal(noisy["executed"][:, [6, 13]], noisy["action"][:, [6, 13]])
+    # the window ends: 60 steps later the perturbation decays (tau 0.3 s = 15 steps)
+    if start + 60 + 100 < len(pushed):
+        assert pushed[start + 60 + 100] < 0.01
+    # and the arms really left the planned path: the state differs from the clean replay
+    assert np.abs(noisy["state"][:t] - clean["state"][:t]).max() > 0.05
+
+
 @pytest.mark.slow
 def test_expert_insertion_episode_succeeds():
     demo = rollout_expert(INSERTION, seed=2, image_size=(8, 8), render_quality="flat")

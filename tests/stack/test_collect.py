@@ -185,5 +185,6 @@ def test_noisy_wheeled_episode_labels_are_expert_plans(tmp_path):
     spec = Embodiments.from_config_dir(["wheeled"])["wheeled"]
     assert episode["action"].shape[1:] == (spec.chunk_horizon, 4)
     spec.check_range("action", episode["action"], "test")
-    with pytest.raises(ValueError, match="noise is not supported for aloha"):
-        collect(env="vla_stack/AlohaTransferCube-v0", episodes=1, out=str(tmp_path / "a.zarr"), noise=0.1)
+    with pytest.raises(ValueError, match="--noise_steps .* is for aloha; wheeled is perturbed throughout"):
+        collect(env="vla_stack/WheeledHallway-v0", episodes=1, out=str(tmp_path / "w.zarr"), noise=0.5,
+                noise_steps=10)
