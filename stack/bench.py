@@ -5,6 +5,22 @@ import statistics
 import time
 
 
+def _timed(fn, repeats: int, warmups: int = 1, sync=None) -> list[float]:
+    """Wall-clock milliseconds of ``repeats`` calls of ``fn`` after ``warmups`` untimed ones;
+    ``sync`` (e.g. ``torch.cuda.synchronize``) is called before each clock read."""
+    sync = sync or (lambda: None)
+    for _ in range(warmups):
+        fn()
+    sync()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
 def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, num_steps: int = 10,
                  batch_size: int = 16, threads: int | None = None) -> dict:
     """Benchmark a policy: chunk latency at K=1 and K=8, cached prefix vs recomputing the
@@ -41,13 +57,7 @@ def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, 
     h, d = spec.chunk_horizon, vla.config.decoder.action_dim
 
     def timed(fn) -> list[float]:
-        fn()
-        out = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            out.append((time.perf_counter() - t0) * 1e3)
-        return out
+        return _timed(fn, repeats, warmups=1)
 
     rows: dict[str, list[float]] = {}
     with torch.no_grad():
@@ -241,15 +251,7 @@ def bench_latency(model: str = "tiny", embodiment: str = "aloha", device: str = 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def timed(fn) -> list[float]:
-        fn(); fn()
-        sync()
-        out = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            out.append((time.perf_counter() - t0) * 1e3)
-        return out
+        return _timed(fn, repeats, warmups=2, sync=sync)
 
     rows: dict[str, list[float]] = {}
     with torch.no_grad():
