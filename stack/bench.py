@@ -207,7 +207,8 @@ def bench_latency(model: str = "tiny", embodiment: str = "aloha", device: str = 
         torch.set_num_threads(threads)
     candidates = list(candidates or [1, 8])
     cfg = load_model_config(model)
-    spec = Embodiments.from_config_dir([embodiment])[embodiment]
+    embodiments = Embodiments.from_config_dir([embodiment])
+    spec = embodiments[embodiment]
     tokenizer = load_tokenizer(cfg.backbone)
     hf_config = hf_config_of(cfg.backbone)
     remapped = False
@@ -227,8 +228,7 @@ def bench_latency(model: str = "tiny", embodiment: str = "aloha", device: str = 
             ranges[key] = NormStats(
                 np.where(mask, action_space.pad(np.array([s.low for s in slots]), indices), -1.0),
                 np.where(mask, action_space.pad(np.array([s.high for s in slots]), indices), 1.0), mask, 1)
-    processor = VLAProcessor(tokenizer, make_image_processor(cfg.backbone, hf_config),
-                             Embodiments.from_config_dir([embodiment]),
+    processor = VLAProcessor(tokenizer, make_image_processor(cfg.backbone, hf_config), embodiments,
                              {embodiment: ranges}, cfg.backbone.image_size)
     obs = synthetic_observation(spec)
     sample = processor.encode_observation(obs["images"], obs["state"], "pick up the red cube", embodiment)

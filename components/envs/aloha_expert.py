@@ -492,7 +492,6 @@ def rollout_expert(
     env=None,
     noise: float = 0.0,
     noise_steps: int | None = None,
-    noise_joints: Sequence[int] | None = None,
     **env_kwargs,
 ) -> dict:
     """One demonstration: plan in the mocap scene, replay the joints in the joint-space env.
@@ -506,7 +505,6 @@ def rollout_expert(
     ``noise_steps``: perturb only during one window of that many steps, at a seeded random start
     chosen so that it closes three time constants before the plan's first grasp (the perturbation
     decays with the same time constant): DART for the reach; None: the whole replay.
-    ``noise_joints``: which of the 14 action indices to perturb (default: the 12 arm joints).
 
     Returns ``{"images": {cam: uint8 [T,H,W,3]}, "state": float32 [T,14], "action": float32
     [T,14], "instruction": str, "success": bool}`` where ``state[t]`` / ``images[t]`` are the
@@ -536,8 +534,7 @@ def rollout_expert(
         success = False
         rng = np.random.default_rng([seed, 2])
         rho = float(np.exp(-DT / NOISE_TAU_S))
-        joints = list(ARM_JOINTS if noise_joints is None else noise_joints)
-        perturbation = np.zeros(len(joints))
+        perturbation = np.zeros(len(ARM_JOINTS))
         window = (0, len(actions))
         if noise and noise_steps is not None:
             # the window closes 3 time constants before the first grasp of the plan (a gripper's
@@ -555,10 +552,11 @@ def rollout_expert(
             acts.append(a)
             command = a
             if noise:
-                drive = noise * rng.standard_normal(len(joints)) if window[0] <= t < window[1] else 0.0
+                drive = noise * rng.standard_normal(len(ARM_JOINTS)) if window[0] <= t < window[1] else 0.0
                 perturbation = rho * perturbation + np.sqrt(1 - rho**2) * drive
                 command = a.copy()
-                command[joints] = np.clip(a[joints] + perturbation, space.low[joints], space.high[joints])
+                command[ARM_JOINTS] = np.clip(a[ARM_JOINTS] + perturbation, space.low[ARM_JOINTS],
+                                              space.high[ARM_JOINTS])
             executed.append(command)
             obs, _, terminated, truncated, info = env.step(command)
             success = success or bool(info["is_success"])
