@@ -219,15 +219,15 @@ def bench_latency(model: str = "tiny", embodiment: str = "aloha", device: str = 
         remapped = any(getattr(hf_config, key) != value for key, value in ids.items())
         for key, value in ids.items():
             setattr(hf_config, key, value)
+    # the processor normalizes the state input; with no data, its declared range stands in for q01/q99
     ranges = {}
-    for key, slots, indices in (("action", spec.action_slots, spec.action_indices),
-                                ("state", spec.state_slots, spec.state_indices)):
-        if slots:
-            mask = np.zeros(action_space.ACTION_DIM, bool)
-            mask[indices] = True
-            ranges[key] = NormStats(
-                np.where(mask, action_space.pad(np.array([s.low for s in slots]), indices), -1.0),
-                np.where(mask, action_space.pad(np.array([s.high for s in slots]), indices), 1.0), mask, 1)
+    if spec.state_slots:
+        mask = np.zeros(action_space.ACTION_DIM, bool)
+        mask[spec.state_indices] = True
+        ranges["state"] = NormStats(
+            np.where(mask, action_space.pad(np.array([s.low for s in spec.state_slots]), spec.state_indices), -1.0),
+            np.where(mask, action_space.pad(np.array([s.high for s in spec.state_slots]), spec.state_indices), 1.0),
+            mask, 1)
     processor = VLAProcessor(tokenizer, make_image_processor(cfg.backbone, hf_config), embodiments,
                              {embodiment: ranges}, cfg.backbone.image_size)
     obs = synthetic_observation(spec)
