@@ -27,6 +27,10 @@ class EmbodimentError(ValueError):
     """A spec, or data claimed to belong to a spec, is inconsistent with it."""
 
 
+class ActionLimitError(RuntimeError):
+    """A model output cannot be held to its embodiment's limits (non-finite and no safe action)."""
+
+
 @dataclass(frozen=True)
 class Slot:
     name: str
@@ -55,6 +59,7 @@ class EmbodimentSpec:
     state_slots: tuple[Slot, ...]
     notes: str = ""
     waypoint_spacing_s: float | None = None
+    safe_action: tuple[float, ...] | None = None  # [A] executed in place of a non-finite model output
     source: str = field(default="<memory>", compare=False)
 
     # ---- derived views -------------------------------------------------------------------
@@ -113,6 +118,29 @@ class EmbodimentSpec:
             lines.append(self.notes.strip())
         return "\n".join(lines)
 
+    # ---- limits --------------------------------------------------------------------------
+    def limit_actions(self, actions: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """``actions [..., A]`` held to the declared slot ranges: ``(limited, n_clipped, n_nonfinite)``.
+
+        Finite values outside a slot's range are clipped to it; a time step with a non-finite value
+        becomes ``safe_action``, and without one that is an :class:`ActionLimitError`.
+        """
+        self.check_width("action", actions.shape[-1], f"actions for embodiment '{self.name}'")
+        lows, highs = _inward_bounds(self.action_slots, actions.dtype)
+        finite = np.isfinite(actions)
+        n_nonfinite = int((~finite).sum())
+        limited = np.clip(actions, lows, highs)
+        n_clipped = int((finite & (limited != actions)).sum())
+        if n_nonfinite:
+            if self.safe_action is None:
+                raise ActionLimitError(
+                    f"the model produced {n_nonfinite} non-finite action value(s) for embodiment '{self.name}' "
+                    f"and its spec ({self.source}) names no safe_action to execute instead; "
+                    f"the checkpoint is probably diverged or damaged")
+            bad_steps = ~finite.all(axis=-1)
+            limited[bad_steps] = np.asarray(self.safe_action, dtype=actions.dtype)
+        return limited, n_clipped, n_nonfinite
+
     # ---- data checks ---------------------------------------------------------------------
     def check_width(self, key: str, width: int, source: str) -> None:
         expected = self.action_dim if key == "action" else self.state_dim
@@ -143,6 +171,15 @@ class EmbodimentSpec:
                 f"row {row}; {int(bad[:, col].sum())} value(s) of this slot are out of range")
 
 
+def _inward_bounds(slots: tuple[Slot, ...], dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Slot ranges in ``dtype``, rounded inwards so a clipped value never lies outside the declared range."""
+    lows64, highs64 = np.array([s.low for s in slots]), np.array([s.high for s in slots])
+    lows, highs = lows64.astype(dtype), highs64.astype(dtype)
+    lows = np.where(lows < lows64, np.nextafter(lows, np.inf, dtype=dtype), lows)
+    highs = np.where(highs > highs64, np.nextafter(highs, -np.inf, dtype=dtype), highs)
+    return lows.astype(dtype), highs.astype(dtype)
+
+
 def _parse_slots(raw, where: str) -> tuple[Slot, ...]:
     if not isinstance(raw, list) or not raw:
         raise EmbodimentError(f"{where}: expected a non-empty list of slots")
@@ -158,6 +195,21 @@ def _parse_slots(raw, where: str) -> tuple[Slot, ...]:
             raise EmbodimentError(f"{where}[{i}] '{slot.name}': low {slot.low} must be below high {slot.high}")
         slots.append(slot)
     return tuple(slots)
+
+
+def _parse_safe_action(raw: dict, slots: tuple[Slot, ...], source: str) -> tuple[float, ...] | None:
+    value = raw.get("safe_action")
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != len(slots):
+        raise EmbodimentError(f"{source}: safe_action must list one value per action slot "
+                              f"{[s.name for s in slots]}, got {value!r}")
+    safe = tuple(float(v) for v in value)
+    for s, v in zip(slots, safe):
+        if not s.low <= v <= s.high:
+            raise EmbodimentError(f"{source}: safe_action value {v:g} for slot '{s.name}' is outside "
+                                  f"[{s.low:g}, {s.high:g}]")
+    return safe
 
 
 def spec_from_dict(raw: dict, source: str = "<memory>") -> EmbodimentSpec:
@@ -179,7 +231,8 @@ def spec_from_dict(raw: dict, source: str = "<memory>") -> EmbodimentSpec:
         name=str(raw["name"]), robot=str(raw["robot"]), action_kind=raw["action_kind"],
         control_hz=float(raw["control_hz"]), chunk_horizon=horizon, cameras=cameras,
         action_slots=action_slots, state_slots=state_slots, notes=str(raw.get("notes", "")),
-        waypoint_spacing_s=raw.get("waypoint_spacing_s"), source=source)
+        waypoint_spacing_s=raw.get("waypoint_spacing_s"), safe_action=_parse_safe_action(raw, action_slots, source),
+        source=source)
     for slots, what in ((spec.action_slots, "action"), (spec.state_slots, "state")):
         try:
             idx = slot_indices([s.canonical for s in slots])
@@ -201,6 +254,8 @@ def spec_to_dict(spec: EmbodimentSpec) -> dict:
                notes=spec.notes)
     if spec.waypoint_spacing_s is not None:
         out["waypoint_spacing_s"] = spec.waypoint_spacing_s
+    if spec.safe_action is not None:
+        out["safe_action"] = list(spec.safe_action)
     return out
 
 

@@ -2,10 +2,14 @@
 
     policy = Policy.from_pretrained("runs/vla_tiny/pretrained")
     chunks = policy.sample(obs, embodiment="aloha", instruction="...", num_samples=8)  # [K, H, 14]
+
+Every action value that leaves ``sample`` lies inside the range its embodiment spec declares:
+decoding clips to it, and a non-finite output becomes the spec's ``safe_action`` or an error.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,14 @@ from components.processor import VLAProcessor
 from components.vla import VLA
 
 DECODER_FILE = "decoder.onnx"
+
+
+@dataclass
+class LimitedChunks:
+    """Candidate chunks ``[K, H, A]`` held to the spec's limits, with how many values that changed."""
+    chunks: np.ndarray
+    clipped: int     # finite values outside their slot's range, clipped to it
+    nonfinite: int   # non-finite values, whose time steps became the spec's safe action
 
 
 class ObservationError(ValueError):
@@ -83,10 +95,21 @@ class Policy:
         return self.processor.collate([self.processor.encode_observation(
             obs["images"], obs.get("state"), instruction, embodiment)])
 
-    @torch.no_grad()
     def sample(self, obs: dict, embodiment: str, instruction: str, num_samples: int = 1,
                num_steps: int | None = None, seed: int | None = None) -> np.ndarray:
-        """K candidate chunks ``[K, H, A]`` in the embodiment's units and slot order."""
+        """K candidate chunks ``[K, H, A]`` in the embodiment's units and slot order, inside its limits."""
+        return self.sample_limited(obs, embodiment, instruction, num_samples, num_steps, seed).chunks
+
+    def sample_limited(self, obs: dict, embodiment: str, instruction: str, num_samples: int = 1,
+                       num_steps: int | None = None, seed: int | None = None) -> LimitedChunks:
+        """:meth:`sample` plus the counts of clipped and non-finite values (what a run reports)."""
+        raw = self._sample_raw(obs, embodiment, instruction, num_samples, num_steps, seed)
+        return LimitedChunks(*self.processor.embodiments[embodiment].limit_actions(raw))
+
+    @torch.no_grad()
+    def _sample_raw(self, obs: dict, embodiment: str, instruction: str, num_samples: int,
+                    num_steps: int | None, seed: int | None) -> np.ndarray:
+        """The decoder's chunks ``[K, H, A]`` before the limits: callers go through :meth:`sample_limited`."""
         spec = self.processor.embodiments[embodiment]
         batch = self.batch(obs, embodiment, instruction)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None

@@ -79,3 +79,59 @@ def test_tampered_norm_stats_are_refused_on_load(tiny_checkpoint, tmp_path):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a VLA checkpoint directory: no config.json"):
         Policy.from_pretrained(tmp_path)
+
+
+def _policy_with_scaled_output(tiny_checkpoint, scale=None, bias=None):
+    """A fresh copy of the tiny policy whose decoder output layer is random and scaled (a diverged model;
+    the DiT's output layer starts at zero) or NaN."""
+    import torch
+    pol = Policy.from_pretrained(tiny_checkpoint)
+    with torch.no_grad():
+        if scale is not None:
+            torch.manual_seed(0)
+            pol.vla.decoder.final.weight.normal_().mul_(scale)
+            pol.vla.decoder.final.bias.normal_().mul_(scale)
+        if bias is not None:
+            pol.vla.decoder.final.bias.fill_(bias)
+    return pol
+
+
+def test_a_decoder_scaled_by_1e6_still_returns_only_in_range_actions_for_every_embodiment(tiny_checkpoint):
+    pol = _policy_with_scaled_output(tiny_checkpoint, scale=1e6)
+    for name in pol.embodiments:
+        spec = pol.processor.embodiments[name]
+        out = pol.sample_limited(observation(pol, name), name, "reach", num_samples=2, seed=0)
+        lows = np.array([s.low for s in spec.action_slots])
+        highs = np.array([s.high for s in spec.action_slots])
+        assert np.isfinite(out.chunks).all() and (out.chunks >= lows).all() and (out.chunks <= highs).all()
+        assert out.clipped > out.chunks.size // 2 and out.nonfinite == 0  # the raw output was far outside
+        assert np.array_equal(out.chunks, pol.sample(observation(pol, name), name, "reach", num_samples=2, seed=0))
+
+
+def test_a_non_finite_output_becomes_the_safe_action_where_the_spec_names_one(tiny_checkpoint):
+    from components.embodiment import ActionLimitError
+    pol = _policy_with_scaled_output(tiny_checkpoint, bias=float("nan"))
+    wheeled = pol.processor.embodiments["wheeled"]
+    out = pol.sample_limited(observation(pol, "wheeled"), "wheeled", "go", num_samples=1, seed=0)
+    assert out.nonfinite == out.chunks.size
+    assert (out.chunks == np.asarray(wheeled.safe_action, np.float32)).all()  # every waypoint at the robot: stop
+    with pytest.raises(ActionLimitError, match=r"non-finite action value\(s\) for embodiment 'fetch' .* no safe_action"):
+        pol.sample(observation(pol, "fetch"), "fetch", "reach", seed=0)
+
+
+def test_the_run_result_counts_the_clipped_actions(tiny_checkpoint, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from stack.runner import run
+    ckpt = tmp_path / "diverged"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    weights = load_file(ckpt / "model.safetensors")
+    torch.manual_seed(0)
+    for key in ("decoder.final.weight", "decoder.final.bias"):
+        weights[key] = torch.randn_like(weights[key]) * 1e6
+    save_file({k: v.contiguous() for k, v in weights.items()}, ckpt / "model.safetensors")
+    assert torch.is_tensor(weights["decoder.final.weight"])
+    result = run("vla_stack/WheeledHallway-v0", str(ckpt), episodes=1, max_steps=6, num_flow_steps=2)
+    ep = result["per_episode"][0]
+    assert result["clipped_actions"] == ep["clipped_actions"] > 0 and result["nonfinite_actions"] == 0

@@ -1,13 +1,11 @@
 """`vla-stack run`: closed-loop episodes with a randomly initialised tiny checkpoint (it fails the tasks;
 these tests check the runner's behaviour, not the policy's skill)."""
 import json
-import math
 
-import numpy as np
 import pytest
 
 from stack.results import wilson_interval
-from stack.runner import ChunkExecutor, TemporalEnsemble, run
+from stack.runner import run
 
 WHEELED = "vla_stack/WheeledHallway-v0"
 FETCH = "vla_stack/FetchReach-v0"
@@ -30,23 +28,6 @@ def test_wilson_interval_rejects_impossible_counts():
         wilson_interval(11, 10)
 
 
-def test_chunk_executor_runs_the_first_execute_horizon_actions_then_asks_again():
-    ex = ChunkExecutor(execute_horizon=3)
-    assert ex.needs_chunk()
-    ex.set_chunk(np.arange(10.0)[:, None])
-    assert [float(ex.action()[0]) for _ in range(3)] == [0.0, 1.0, 2.0]
-    assert ex.needs_chunk()
-
-
-def test_temporal_ensemble_weights_older_chunks_more():
-    te = TemporalEnsemble(horizon=4, decay=0.5)
-    te.set_chunk(np.zeros((4, 1)))
-    assert te.action()[0] == 0.0
-    te.set_chunk(np.ones((4, 1)))
-    w_old, w_new = 1.0, math.exp(-0.5)  # step 1 is covered by both chunks; the oldest weighs 1
-    assert te.action()[0] == pytest.approx(w_new / (w_old + w_new))
-
-
 @pytest.fixture(scope="module")
 def wheeled_run(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
@@ -64,7 +45,9 @@ def test_run_writes_the_design_result_json(wheeled_run):
     assert saved["success_rate"] == saved["successes"] / 2
     lo, hi = saved["ci95"]
     assert (lo, hi) == pytest.approx(wilson_interval(saved["successes"], 2))
-    assert saved["candidates"] == 1 and saved["world_model"] is None and saved["imagine_ms"] is None
+    assert saved["candidates"] == 1 and "world_model" not in saved and "imagine_ms" not in saved
+    assert saved["clipped_actions"] == sum(e["clipped_actions"] for e in saved["per_episode"])
+    assert saved["nonfinite_actions"] == 0
     for key in ("decision_ms", "policy_ms"):
         assert set(saved[key]) == {"p50", "p95"} and 0 < saved[key]["p50"] <= saved[key]["p95"]
     assert saved["execute_horizon"] == 5  # one waypoint spacing of the wheeled base
@@ -92,7 +75,7 @@ def test_video_has_one_annotated_frame_per_step_of_the_recorded_episodes(wheeled
 def test_cli_run_prints_the_summary_line(tiny_checkpoint, capsys):
     from stack.cli import main
     main(["run", "--env", FETCH, "--policy", tiny_checkpoint, "--episodes", "1", "--max_steps", "12",
-          "--candidates", "2", "--num_flow_steps", "2"])
+          "--num_flow_steps", "2"])
     out = capsys.readouterr().out
     assert f"{FETCH}: 0/1 success (0.00, 95% CI [0.00, 0.79]), decision p50 " in out
 
@@ -142,6 +125,11 @@ def test_policy_without_the_envs_embodiment_is_a_clear_error(tiny_checkpoint, no
 def test_bad_options_are_rejected_before_any_env_is_made(tiny_checkpoint, no_env, kwargs, message):
     with pytest.raises(ValueError, match=message):
         run(FETCH, tiny_checkpoint, **kwargs)
+
+
+def test_more_than_one_candidate_is_refused_until_something_ranks_them(tiny_checkpoint, no_env):
+    with pytest.raises(ValueError, match=r"--candidates 4: only 1 is supported until a world model ranks"):
+        run(FETCH, tiny_checkpoint, candidates=4)
 
 
 def test_temporal_ensemble_is_refused_for_waypoints(tiny_checkpoint, no_env):
