@@ -1,0 +1,36 @@
+"""The project's user errors: what the user can fix, as opposed to bugs in vla-stack.
+
+A `VLAStackError` message says what was wrong, what was expected, and which file or argument;
+the CLI prints it as one line (`vla-stack <command>: error: ...`) and exits 2, while any other
+exception is reported as a bug with its traceback. The concrete kinds keep `ValueError` (and
+`FileNotFoundError` for the *NotFound ones) as bases so code that caught those still does.
+"""
+from __future__ import annotations
+
+
+class VLAStackError(Exception):
+    """A user error: bad input the user can correct; the message names the file or argument."""
+
+
+class UsageError(VLAStackError, ValueError):
+    """A command-line or Python argument outside what the command accepts."""
+
+
+class ConfigError(VLAStackError, ValueError):
+    """A configuration (training YAML, model config) that names something wrong or missing."""
+
+
+class CheckpointError(VLAStackError, ValueError):
+    """A checkpoint directory that cannot be loaded: missing, truncated, edited or mismatched files."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A checkpoint directory or file that does not exist."""
+
+
+class StoreError(VLAStackError, ValueError):
+    """An episode store that cannot be opened, read or written as asked."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """An episode store that does not exist."""
