@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 
 from components.action_space import MAX_HORIZON, dim_mask, slot_indices
+from components.errors import CheckpointError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EMBODIMENT_DIR = REPO_ROOT / "configs" / "embodiments"
@@ -27,7 +28,7 @@ class EmbodimentError(ValueError):
     """A spec, or data claimed to belong to a spec, is inconsistent with it."""
 
 
-class ActionLimitError(RuntimeError):
+class ActionLimitError(CheckpointError):
     """A model output cannot be held to its embodiment's limits (non-finite and no safe action)."""
 
 

@@ -15,6 +15,7 @@ os.environ.setdefault("PYGLET_HEADLESS", "true")
 
 import numpy as np  # noqa: E402
 
+from components.errors import UsageError  # noqa: E402
 from planners.episode import EpisodeRecord, PolicyDecider, run_episode  # noqa: E402
 from planners.executors import default_execute_horizon, default_temporal_ensemble, max_execute_horizon  # noqa: E402
 from stack.results import (  # noqa: E402
@@ -101,7 +102,7 @@ def run(env: str, policy: str, episodes: int = 10, seed: int = 0, candidates: in
     from components.policy import Policy
 
     if candidates != 1:
-        raise ValueError(f"--candidates {candidates}: only 1 is supported until a world model ranks candidate "
+        raise UsageError(f"--candidates {candidates}: only 1 is supported until a world model ranks candidate "
                          f"chunks (more would be sampled and discarded)")
     embodiment = _check_inputs(env, policy)
     pol = Policy.from_pretrained(policy, decoder=decoder)
