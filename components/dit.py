@@ -10,11 +10,8 @@ Image readout (``image_readout: R > 0``): the first R camera tokens of the prefi
 ``readout_dim`` numbers, are laid side by side in their order (zero-padded) and an MLP maps them to a
 vector added to the flow-time conditioning of every block. Cross-attention is a weighted average
 over tokens, so it must find *where* a small object is from the token contents alone; the readout
-keeps each camera token in its own slot, so position is explicit. On frozen features of the
-shipped tiny backbone, a fresh decoder with the readout predicts the first Fetch reach action with
-held-out cosine 0.92 against 0.10 without it (docs/probes/readout_variants.py, RESULTS.md). Its
-last layer keeps PyTorch's default initialization: started at zero (adaLN-Zero style) it stayed
-near zero and the decoder kept ignoring the target (0.06 in the same probe).
+keeps each camera token in its own slot, so position is explicit. Its last layer keeps PyTorch's
+default initialization: started at zero (adaLN-Zero style) it did not learn (docs/history.md, Stage 4).
 """
 from __future__ import annotations
 
@@ -125,7 +122,7 @@ class DiT(nn.Module):
             self.readout_proj = nn.Linear(h, cfg.readout_dim)
             self.readout = nn.Sequential(nn.Linear(cfg.image_readout * cfg.readout_dim, h), nn.SiLU(),
                                          nn.Linear(h, h))
-            # not zero-initialized like the adaLN layers: started at zero it did not learn (RESULTS.md)
+            # not zero-initialized like the adaLN layers (module docstring)
         self.final_norm = nn.LayerNorm(h, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(h, 2 * h))
         self.final = nn.Linear(h, d)

@@ -1,5 +1,5 @@
-"""Result files of evaluation runs: the Wilson interval, the run-result JSON of DESIGN.md, and
-rollout videos with the instruction, step and outcome written on every frame.
+"""Result files of evaluation runs: the Wilson interval, the run-result JSON (docs/ARCHITECTURE.md),
+and rollout videos with the instruction, step and outcome written on every frame.
 
 Both files are written atomically (a temporary file in the same directory, then ``os.replace``),
 so a killed run never leaves a half-written result or video behind.

@@ -1,5 +1,5 @@
 """Cross-attention mass of the decoder on camera tokens, per block and head, for one Fetch reach
-observation. Usage: .venv/bin/python docs/probes/attention_mass.py POLICY_DIR. docs/RESULTS.md."""
+observation. Usage: .venv/bin/python docs/probes/attention_mass.py POLICY_DIR. Results: docs/history.md."""
 import sys, numpy as np, torch, gymnasium as gym
 torch.set_num_threads(1)
 import components.envs, components.dit as dit

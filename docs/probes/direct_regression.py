@@ -1,6 +1,6 @@
 """Direct regression of the first Fetch reach action from the flattened camera tokens of frozen
 backbone outputs (not a decoder): the ceiling the decoder variants in readout_variants.py are
-compared with. Needs the cache written by readout_variants.py (runs/p2/cache.pt). docs/RESULTS.md.
+compared with. Needs the cache written by readout_variants.py (runs/p2/cache.pt). Results: docs/history.md.
 Usage (repo root): .venv/bin/python docs/probes/direct_regression.py"""
 import sys, numpy as np, torch
 torch.set_num_threads(2); torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Why stage 4's decoder ignored the Fetch reach target, on the real decoder (components/dit.py).
+"""Which training frames let the real decoder (components/dit.py) read the Fetch reach target.
 
 Trains a fresh ``DiT`` (with the image readout, as configured in the tiny model) on the frozen
 stage-3 backbone's outputs for frames of 200 Fetch reach episodes, 600 steps, batch 32, lr 5e-4,
@@ -13,7 +13,7 @@ Usage (repo root): [FRAMES=0,3,6,9] [W0=5] [PDROP=0.5] .venv/bin/python docs/pro
 Needs runs/g2/data/fetch_reach.zarr (collect command in components/assets/default_policy/TRAINED_WITH.md),
 the stage-3 checkpoint runs/g3/pretrained (PROBE_POLICY=DIR for another) and the held-out cache of
 readout_variants.py (runs/p2/cache.pt). Writes runs/p3/cache15.pt (backbone outputs, ~40 s).
-docs/RESULTS.md, "Stage 5", has the table."""
+docs/history.md, "Stage 5", has the table."""
 import copy, os, sys, time
 import numpy as np, torch
 torch.set_num_threads(2)

@@ -1,7 +1,7 @@
 """Train a fresh DiT decoder on frozen prefix features of 800 Fetch reach frames (shipped backbone) and
 report the held-out first-action cosine. Usage: .venv/bin/python docs/probes/frozen_prefix_decoder.py
 scratch STEPS pos|nopos LR. Needs the stage-2 Fetch reach store runs/g2/data/fetch_reach.zarr
-(collect command in components/assets/default_policy/TRAINED_WITH.md). docs/RESULTS.md."""
+(collect command in components/assets/default_policy/TRAINED_WITH.md). Results: docs/history.md."""
 import sys, numpy as np, torch, gymnasium as gym, time, copy
 torch.set_num_threads(2); torch.manual_seed(0)
 import components.envs

@@ -1,5 +1,5 @@
 """Does the backbone output hold the Fetch reach target? Ridge regression from the camera tokens' last
-hidden states (300 train seeds) to the goal-gripper offset, R2 on seeds 1000-1099. docs/RESULTS.md.
+hidden states (300 train seeds) to the goal-gripper offset, R2 on seeds 1000-1099. Results: docs/history.md.
 Run from the repo root: .venv/bin/python docs/probes/linear_probe.py"""
 import numpy as np, torch, gymnasium as gym
 torch.set_num_threads(2)

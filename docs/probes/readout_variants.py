@@ -1,8 +1,8 @@
 """How can the DiT read the Fetch reach target from frozen backbone features? Variants of
 frozen_prefix_decoder.py: a fresh decoder trained on the stage-3 backbone's outputs for 800 Fetch
 reach frames, then the first action's cosine to the expert's on held-out seeds 1000-1039 (and on
-training first frames). docs/RESULTS.md has the table; the winner became the image readout in
-components/dit.py.
+training first frames). docs/history.md (Stage 4) has the table; the ``flat`` family became the
+image readout in components/dit.py.
 
 Usage (repo root): .venv/bin/python docs/probes/readout_variants.py STEPS STATE COND FRAMES [LR] [READ]
   STATE  keep | drop    drop zeroes the proprioceptive state (tests the copycat shortcut)
@@ -12,7 +12,7 @@ Usage (repo root): .venv/bin/python docs/probes/readout_variants.py STEPS STATE 
          their mean; all 32 side by side (MLP); each projected to 16 numbers, side by side (MLP);
          8 learned queries attending to them
 Needs runs/g2/data/fetch_reach.zarr (collect command in components/assets/default_policy/TRAINED_WITH.md)
-and a checkpoint: PROBE_POLICY=DIR (default components/assets/default_policy). RESULTS' numbers used the
+and a checkpoint: PROBE_POLICY=DIR (default components/assets/default_policy). The recorded numbers used the
 stage-3 checkpoint (runs/g3/pretrained; the default policy at commit 76159ca). Caches runs/p2/cache.pt."""
 import sys, os, numpy as np, torch, gymnasium as gym, time, copy
 torch.set_num_threads(2); torch.manual_seed(0)

@@ -1,5 +1,5 @@
 """How much does the sampled chunk change when the camera images change (target elsewhere / black)
-versus another noise seed? Usage: .venv/bin/python docs/probes/sensitivity.py POLICY_DIR. docs/RESULTS.md."""
+versus another noise seed? Usage: .venv/bin/python docs/probes/sensitivity.py POLICY_DIR. Results: docs/history.md."""
 import sys, numpy as np, torch, gymnasium as gym
 torch.set_num_threads(1)
 import components.envs
