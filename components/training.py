@@ -74,7 +74,7 @@ def load_weights(vla: VLA, directory: str | Path, parts: list[str] | tuple[str, 
 
 class VLAModule(L.LightningModule):
     """``model``: a preset under configs/model (tiny, full) or a YAML path; ``overrides`` patch it.
-    ``export_dir``: where the checkpoint directory (DESIGN.md) is written when fitting ends.
+    ``export_dir``: where the checkpoint directory (docs/ARCHITECTURE.md) is written when fitting ends.
     ``init_from``: a checkpoint directory whose weights start the run (fine-tuning); its model
     must have the same architecture. Normalization stats come from the new data, not from it.
     ``init_parts``: which parts it gives (``backbone``, ``decoder``; default both), e.g. a fresh
