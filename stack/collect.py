@@ -4,10 +4,11 @@ One store holds one environment. Episode seeds are deterministic: the candidate 
 ``seed, seed + 1, seed + 2, ...`` in order, seeds already in the store are skipped, and an
 episode the expert fails is discarded (its seed is tried again, and fails again, on a later
 run). An episode whose state or expert action leaves the ranges its embodiment declares is
-discarded the same way (physics can overshoot a declared limit by a little), with its reason in the log and the summary; past ``max_discarded`` the run stops
-with the reasons, which is how a misconfigured embodiment shows up. So the store holds the
-first N seeds on which the expert succeeds within range, and running the same
-command again completes it to N episodes without duplicates. Each frame records the seed of
+discarded the same way (physics can overshoot a declared limit by a little), with its reason in
+the log and the summary; past ``max_discarded`` the run stops with the reasons, which is how a
+misconfigured embodiment shows up. So the store holds the first N seeds on which the expert
+succeeds within range, and running the same command again completes it to N episodes without
+duplicates. Each frame records the seed of
 its episode in ``data/episode_seed`` [T] int64.
 
 Workers (spawned processes, each with its own env) only *produce* episodes; the parent process
