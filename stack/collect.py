@@ -4,40 +4,26 @@ One store holds one environment. Episode seeds are deterministic: the candidate 
 ``seed, seed + 1, seed + 2, ...`` in order, seeds already in the store are skipped, and an
 episode the expert fails is discarded (its seed is tried again, and fails again, on a later
 run). An episode whose state or expert action leaves the ranges its embodiment declares is
-discarded the same way (physics can overshoot a limit by a little: 1.215 for a gripper declared
-up to 1.2), with its reason in the log and the summary; past ``max_discarded`` the run stops
-with the reasons, which is how a misconfigured embodiment shows up. So the store holds the
-first N seeds on which the expert succeeds within range, and running the same
-command again completes it to N episodes without duplicates. Each frame records the seed of
+discarded the same way (physics can overshoot a declared limit by a little), with its reason in
+the log and the summary; past ``max_discarded`` the run stops with the reasons, which is how a
+misconfigured embodiment shows up. So the store holds the first N seeds on which the expert
+succeeds within range, and running the same command again completes it to N episodes without
+duplicates. Each frame records the seed of
 its episode in ``data/episode_seed`` [T] int64.
 
 Workers (spawned processes, each with its own env) only *produce* episodes; the parent process
 is the only writer and appends them in seed order, so a killed run leaves a valid store
 (:class:`~components.episode_store.EpisodeStore` commits whole episodes only).
 
-What a frame holds, per embodiment (``images/<cam>`` at the spec's camera size everywhere):
+What a frame holds is the embodiment's: each scripted expert's ``record`` (see
+``components.envs.experts``) documents its frames (``images/<cam>`` at the spec's camera size
+everywhere); ``success[t]``, where recorded, says whether the task is achieved in the observation
+of frame t.
 
-* fetch: ``action`` [T, 4] the expert's action, ``state`` [T, 4], ``success`` [T] bool;
-* wheeled: ``action`` [T, 8, 4] the robot-frame waypoints ``future_waypoints`` of the driven
-  trajectory (one every ``waypoint_spacing_s``), ``state`` [T, 2] the last commanded (v, omega),
-  ``depth`` [T, H, W] float32 m, ``pose`` [T, 3] float64 (x, z, yaw; MiniWorld frame),
-  ``success`` [T] bool;
-* aloha: ``action`` [T, 14] absolute joint targets (joint-space replay of the planned
-  demonstration), ``state`` [T, 14].
-
-``success[t]`` says whether the task is achieved in the observation of frame t.
-
-``noise`` (DART, Laskey et al. 2017): the executed action is the expert's plus Gaussian noise
-while the recorded label stays the expert's clean action, so the data shows how the expert
-recovers from the small drifts a learned policy makes (plain behaviour cloning never sees a
-state off the expert's path). Fetch: noise of std ``noise`` on dx, dy, dz. Wheeled: an
-Ornstein-Uhlenbeck perturbation of the turn rate (std ``noise`` x the max turn rate) and of the
-speed; the label at frame t is then the trajectory the expert would drive from that pose
-(``expert_waypoints``: its pure pursuit rolled out on the unicycle model), not the noisy
-trajectory actually driven. Aloha: an Ornstein-Uhlenbeck perturbation (std ``noise`` rad, correlation
-time 0.3 s) of the 12 arm-joint targets of the replayed plan, over the whole replay or one window
-of ``noise_steps``; the label stays the planned target, i.e. where the arm should be, and replays
-the perturbation makes fail are discarded.
+``noise`` (DART, Laskey et al. 2017): the executed action is the expert's plus noise while the
+recorded label stays the expert's clean action, so the data shows how the expert recovers from the
+small drifts a learned policy makes; each expert's ``record`` says how it perturbs. Perturbed
+episodes the expert fails are discarded like any other.
 """
 from __future__ import annotations
 
@@ -48,156 +34,44 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-from components.embodiment import EmbodimentError, EmbodimentSpec, Embodiments
+from components.embodiment import EmbodimentError, EmbodimentSpec
+from components.envs.experts import ExpertEpisode, make_env_and_expert
+from components.envs.experts import env_spec as _env_spec
 
 SEED_KEY = "episode_seed"
 #: attribute of the store's root group naming what produced it (env id and kwargs)
 SOURCE_ATTR = "collect"
 
 
-@dataclass
-class Produced:
-    """One expert episode as a worker returns it; ``episode`` is None when it is discarded."""
-
-    seed: int
-    steps: int
-    success: bool
-    instruction: str = ""
-    episode: dict | None = field(default=None, repr=False)
-
-
 # ---------------------------------------------------------------------------------- producers
 
 
-def _env_spec(env_id: str) -> EmbodimentSpec:
-    import components.envs as envs
-
-    if env_id not in envs.EMBODIMENT_OF:
-        raise ValueError(f"unknown environment {env_id!r}; known: {sorted(envs.EMBODIMENT_OF)}")
-    name = envs.embodiment_of(env_id)
-    return Embodiments.from_config_dir([name])[name]
-
-
 class EpisodeProducer:
-    """Builds one env for ``env_id`` and turns a seed into one recorded expert episode."""
+    """Builds one env for ``env_id`` and its scripted expert, and turns a seed into one expert
+    episode: its ``frames`` (with the seed of every frame) when it is worth storing, else None."""
 
     def __init__(self, env_id: str, env_kwargs: dict, noise: float = 0.0, noise_steps: int | None = None):
-        import gymnasium as gym
-
         self.spec = _env_spec(env_id)
-        self.env_id = env_id
         self.noise = float(noise)
         self.noise_steps = noise_steps
-        camera = self.spec.cameras[0]
-        kwargs = {"image_size": (camera.height, camera.width), **env_kwargs}
-        kind = self.spec.name
-        if kind in ("aloha", "fetch"):
-            kwargs.setdefault("cameras", tuple(self.spec.camera_names))
-        if noise_steps is not None and kind != "aloha":
-            raise ValueError(f"{env_id}: --noise_steps (a window of noise) is for aloha; {kind} is perturbed "
-                             f"throughout with --noise")
-        if kind == "aloha":
-            from components.envs.aloha_expert import AlohaExpert
+        self.env, self.expert = make_env_and_expert(env_id, self.spec, env_kwargs, noise_steps)
 
-            self.expert = AlohaExpert()
-        elif kind not in ("fetch", "wheeled"):
-            raise ValueError(f"{env_id}: no scripted expert for embodiment {kind!r}")
-        self.env = gym.make(env_id, **kwargs)
-        if kind == "fetch":
-            from components.envs.fetch_expert import FetchExpert
-
-            self.expert = FetchExpert(self.env.unwrapped.task)
-        self._run: Callable[[int], Produced] = getattr(self, f"_{kind}")
-
-    def __call__(self, seed: int) -> Produced:
-        produced = self._run(seed)
-        if produced.success and produced.steps > 0:
-            produced.episode[SEED_KEY] = np.full(produced.steps, seed, dtype=np.int64)
+    def __call__(self, seed: int) -> ExpertEpisode:
+        episode = self.expert.record(self.env, seed, noise=self.noise, noise_steps=self.noise_steps)
+        episode.executed = None  # not stored
+        if episode.success and episode.steps > 0:
+            episode.frames[SEED_KEY] = np.full(episode.steps, seed, dtype=np.int64)
         else:
-            produced.episode = None
-        return produced
+            episode.frames = None
+        return episode
 
     def close(self) -> None:
         self.env.close()
-
-    def _fetch(self, seed: int) -> Produced:
-        env, expert = self.env, self.expert
-        obs, info = env.reset(seed=seed)
-        expert.reset()
-        rng = np.random.default_rng([seed, 1])
-        images, states, actions, success = {c: [] for c in self.spec.camera_names}, [], [], []
-        while True:
-            action = expert.act(env.unwrapped.raw_obs)
-            for c in images:
-                images[c].append(obs["images"][c])
-            states.append(obs["state"])
-            actions.append(action)
-            success.append(info["is_success"])
-            executed = action
-            if self.noise:
-                executed = action.copy()
-                executed[:3] = np.clip(action[:3] + rng.normal(0.0, self.noise, 3), -1.0, 1.0)
-            obs, _, terminated, truncated, info = env.step(executed)
-            if terminated or truncated:
-                break
-        episode = {"action": np.stack(actions), "state": np.stack(states),
-                   "images": {c: np.stack(v) for c, v in images.items()}, "success": np.array(success)}
-        # gymnasium-robotics convention: success is judged at the last step
-        return Produced(seed, len(actions), bool(info["is_success"]), info["instruction"], episode)
-
-    def _wheeled(self, seed: int) -> Produced:
-        from components.envs.wheeled_expert import W_MAX, WheeledExpert, expert_waypoints, future_waypoints
-
-        env, spec = self.env, self.spec
-        rng = np.random.default_rng([seed, 1])
-        ou = np.zeros(2)  # (speed, turn) perturbation
-        stride = int(round(spec.waypoint_spacing_s / env.unwrapped.dt))
-        obs, info = env.reset(seed=seed)
-        instruction = info["instruction"]
-        expert = WheeledExpert.from_env(env)
-        images, depths, states, poses, success, labels = [], [], [], [info["pose"]], [], []
-        terminated = truncated = bool(info["is_success"])  # nothing to demonstrate
-        while not (terminated or truncated):
-            images.append(obs["images"]["front"])
-            depths.append(obs["depth"])
-            states.append(obs["state"])
-            success.append(info["is_success"])
-            if self.noise:
-                # label first: the expert's own plan from here, rolled out without noise
-                labels.append(expert_waypoints(expert, info["pose"], env.unwrapped.dt,
-                                               num=spec.chunk_horizon, stride=stride))
-            command = expert.act(info["pose"])
-            if self.noise:
-                ou += -0.15 * ou + np.sqrt(1 - 0.85**2) * rng.normal(0.0, 1.0, 2)
-                command = command + np.array([0.3 * self.noise * ou[0], self.noise * W_MAX * ou[1]])
-            obs, _, terminated, truncated, info = env.step(command)
-            poses.append(info["pose"])
-        steps = len(states)
-        if not (info["is_success"] and steps):
-            return Produced(seed, steps, False)
-        trajectory = np.stack(poses)  # [T + 1, 3]: the pose reached after the last step too
-        if self.noise:
-            waypoints = np.stack(labels)
-        else:
-            waypoints = np.stack([future_waypoints(trajectory, t, num=spec.chunk_horizon, stride=stride)
-                                  for t in range(steps)])
-        episode = {"action": waypoints, "state": np.stack(states), "images": {"front": np.stack(images)},
-                   "depth": np.stack(depths), "pose": trajectory[:-1], "success": np.array(success)}
-        return Produced(seed, steps, True, instruction, episode)
-
-    def _aloha(self, seed: int) -> Produced:
-        from components.envs.aloha_expert import rollout_expert
-
-        out = rollout_expert(self.env_id, seed, expert=self.expert, env=self.env, noise=self.noise,
-                             noise_steps=self.noise_steps)
-        episode = {"action": out["action"], "state": out["state"], "images": out["images"]}
-        return Produced(seed, len(out["action"]), bool(out["success"]), out["instruction"], episode)
 
 
 # ---------------------------------------------------------------------------------- workers
@@ -218,12 +92,12 @@ def _exit_with_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
-def _produce_in_worker(seed: int) -> Produced:
+def _produce_in_worker(seed: int) -> ExpertEpisode:
     return _WORKER(seed)
 
 
 def _produce_in_order(env_id: str, env_kwargs: dict, noise: float, seeds: Iterator[int], workers: int,
-                      still_needed: Callable[[], int], noise_steps: int | None = None) -> Iterator[Produced]:
+                      still_needed: Callable[[], int], noise_steps: int | None = None) -> Iterator[ExpertEpisode]:
     """Episodes of ``seeds`` in seed order, produced by ``workers`` processes (1: this process).
 
     ``still_needed()`` is how many more successful episodes the caller wants; at most that
@@ -260,22 +134,21 @@ def _produce_in_order(env_id: str, env_kwargs: dict, noise: float, seeds: Iterat
 # ---------------------------------------------------------------------------------- store
 
 
-def _out_of_range(spec: EmbodimentSpec, produced: Produced, env_id: str) -> str | None:
+def _out_of_range(spec: EmbodimentSpec, produced: ExpertEpisode, env_id: str) -> str | None:
     """Why the episode's expert action or env state leaves the embodiment's ranges (None: it does not)."""
     where = f"{env_id} seed {produced.seed}"
     try:
-        spec.check_range("action", produced.episode["action"], f"{where} (expert action)")
-        spec.check_range("state", produced.episode["state"], f"{where} (env state)")
+        spec.check_range("action", produced.frames["action"], f"{where} (expert action)")
+        spec.check_range("state", produced.frames["state"], f"{where} (env state)")
     except EmbodimentError as e:
         return str(e)
     return None
 
 
-def _check_cameras(spec: EmbodimentSpec, produced: Produced, env_id: str) -> None:
+def _check_cameras(spec: EmbodimentSpec, produced: ExpertEpisode, env_id: str) -> None:
     where = f"{env_id} seed {produced.seed}"
-    episode = produced.episode
     for camera in spec.cameras:
-        shape = episode["images"][camera.name].shape[1:3]
+        shape = produced.frames["images"][camera.name].shape[1:3]
         if shape != (camera.height, camera.width):
             raise ValueError(f"{where}: camera {camera.name!r} renders {shape[0]}x{shape[1]} but "
                              f"embodiment {spec.name!r} ({spec.source}) declares "
@@ -344,8 +217,7 @@ def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
             the Fetch dx/dy/dz, the fraction of the max turn rate for the wheeled base, or the
             std (rad) of the ALOHA arm-joint targets' perturbation; 0 = none.
         noise_steps: ALOHA only: perturb during one window of this many steps per episode (at a
-            seeded random start) instead of the whole replay; a whole-replay perturbation of
-            0.05 rad already makes most transfer-cube replays fail.
+            seeded random start) instead of the whole replay.
     """
     from tqdm import tqdm
 
@@ -374,11 +246,11 @@ def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
     try:
         for produced in produced_episodes:
             steps += produced.steps
-            reason = None if produced.episode is None else _out_of_range(spec, produced, env)
+            reason = None if produced.frames is None else _out_of_range(spec, produced, env)
             if reason is not None:
                 out_of_range[produced.seed] = reason
                 bar.write(f"discarded: {reason}")
-            if produced.episode is None or reason is not None:
+            if produced.frames is None or reason is not None:
                 discarded.append(produced.seed)
                 if len(discarded) > limit:
                     reasons = "".join(f"\n  {r}" for r in out_of_range.values())
@@ -387,7 +259,7 @@ def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
                                        f"stopping (raise --max_discarded to go on)")
             else:
                 _check_cameras(spec, produced, env)
-                store.append_episode(produced.episode, produced.instruction)
+                store.append_episode(produced.frames, produced.instruction)
                 written += 1
                 bar.update(1)
             bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - t0):.0f}",

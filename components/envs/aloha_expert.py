@@ -15,9 +15,9 @@ Two passes per demonstration:
    the things that must meet (peg vs socket, left pads vs cube) is compared between plan and
    replay at a probe step, the script's final approach is shifted by it and the plan is
    redone (iterative learning control, a few iterations; then other script variants).
-3. *Replay*: the verified joint trajectory is sent as absolute joint-position actions to the
-   joint-space env (``components.envs.aloha.AlohaEnv``) reset with the same seed. The
-   replayed episode (rendered frames, joint state, actions) is the demonstration.
+3. *Replay* (``AlohaExpert.record``): the verified joint trajectory is sent as absolute
+   joint-position actions to the joint-space env (``components.envs.aloha.AlohaEnv``) reset with
+   the same seed. The replayed episode (rendered frames, joint state, actions) is the demonstration.
 
 Mocap frame convention: the gym-aloha scene welds ``mocap_<side>`` to ``<side>/gripper_link``
 with a relative pose taken from the model's reference configuration, which puts the mocap
@@ -32,7 +32,6 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -48,11 +47,11 @@ from components.envs.aloha import (
     TRANSFER_CUBE,
     action_to_ctrl,
     make_reward_fn,
-    normalize_gripper,
     sample_object_poses,
     unnormalize_gripper,
     xml_path,
 )
+from components.envs.experts import ExpertEpisode, stack_frames
 
 EPISODE_STEPS = 400
 # forearm-roll joint range (rad) in the plan pass, per task (see MocapSim)
@@ -118,13 +117,9 @@ class MocapSim:
         model.eq_solimp[:2] = [0.95, 0.99, 0.001, 0.5, 2.0]
         model.eq_solref[:2] = [0.01, 1.0]
         # Transfer cube keeps the wrist angle near zero, where the forearm-roll and wrist-rotate
-        # axes line up: the weld then lets the arm wind along that null space by a layout-dependent
-        # amount (in the 200-episode store of stage 6 the two labels span [-pi, pi] each with a sum
-        # of std 0.12 rad), which a policy cannot read from the image (docs/RESULTS.md, "Stage 8").
-        # A joint range on the forearm roll in the plan pass keeps the labels off that null space.
-        # +-0.5 rad (commit 5a7951b) still left the split between the two joints loose (right
-        # wrist-rotate std 0.62 rad, and stage 9's rollouts still drift in it); +-0.05 rad (soft:
-        # the weld pushes past it where the pose needs) halves that spread, expert still 100/100.
+        # axes line up and the weld lets the arm wind along that null space by an amount a policy
+        # cannot read from the image; a (soft) joint range on the forearm roll in the plan pass keeps
+        # the labels off it (docs/history.md, stages 8 and 9).
         limit = PLAN_FOREARM_ROLL_LIMIT.get(task)
         if limit is not None:
             for side in ("left", "right"):
@@ -364,7 +359,11 @@ class AlohaExpert:
     redone (up to ``max_iters`` times per script variant). Attributes after ``plan``:
     ``verified`` (the returned plan succeeded in the replay), ``iterations`` (plans made),
     ``plan_success`` / ``plan_rewards`` (of the last mocap rollout itself).
+
+    ``record(env, seed, noise, noise_steps)`` plans and replays one demonstration for the store.
     """
+
+    noise_window = True  # DART noise may perturb one window of ``noise_steps``
 
     def __init__(self, episode_steps: int = EPISODE_STEPS, gain: float = 0.7, lead: int = 1):
         self.episode_steps = episode_steps
@@ -378,6 +377,10 @@ class AlohaExpert:
         self.verified: bool | None = None
         self.iterations = 0
         self.plan_rewards: np.ndarray | None = None
+
+    @classmethod
+    def from_spec(cls, env, spec) -> "AlohaExpert":
+        return cls()
 
     def _sim(self, task: str) -> MocapSim:
         if task not in self._sims:
@@ -469,68 +472,29 @@ class AlohaExpert:
                 return True, probe
         return False, probe
 
+    def record(self, env, seed: int, noise: float = 0.0, noise_steps: int | None = None) -> ExpertEpisode:
+        """One demonstration: plan in the mocap scene, replay the joints in the joint-space ``env``.
 
-#: columns of a 14-d joint action that are arm joints (6 and 13 are the normalized grippers)
-ARM_JOINTS = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
-#: correlation time of the DART perturbation of the arm-joint targets (``rollout_expert(noise=...)``)
-NOISE_TAU_S = 0.3
+        Frames: ``action`` float32 [T, 14] the planned absolute joint targets, ``state`` float32
+        [T, 14], ``images/<cam>`` uint8; ``state[t]`` / ``images[t]`` are the observation on which
+        ``action[t]`` was taken. The episode stops at the first success (the env terminates there)
+        or at the end of the plan; success = any step succeeded.
 
-
-def _pad_pos(physics, side: str) -> np.ndarray:
-    """Point between the finger pads (13.5 cm along the gripper link's x axis)."""
-    pos = physics.named.data.xpos[f"vx300s_{side}/gripper_link"]
-    mat = physics.named.data.xmat[f"vx300s_{side}/gripper_link"].reshape(3, 3)
-    return pos + mat @ np.array([0.1347, 0.0, -0.002])
-
-
-def rollout_expert(
-    env_id: str,
-    seed: int,
-    cameras: Sequence[str] = ("top",),
-    image_size: Sequence[int] = (240, 320),
-    expert: AlohaExpert | None = None,
-    env=None,
-    noise: float = 0.0,
-    noise_steps: int | None = None,
-    **env_kwargs,
-) -> dict:
-    """One demonstration: plan in the mocap scene, replay the joints in the joint-space env.
-
-    ``noise`` > 0 (DART, rad): the replay executes the planned arm-joint targets plus an
-    Ornstein-Uhlenbeck perturbation of stationary std ``noise`` and correlation time
-    ``NOISE_TAU_S`` (seeded by ``seed``; grippers unperturbed), while the recorded action stays
-    the planned target. The arms then really leave the planned path by about ``noise`` and the
-    labels say where the plan is, so the data shows how to get back to it. Returns the
-    perturbation too (``"executed"``) and whether the perturbed replay still succeeded.
-    ``noise_steps``: perturb only during one window of that many steps, at a seeded random start
-    chosen so that it closes three time constants before the plan's first grasp (the perturbation
-    decays with the same time constant): DART for the reach; None: the whole replay.
-
-    Returns ``{"images": {cam: uint8 [T,H,W,3]}, "state": float32 [T,14], "action": float32
-    [T,14], "instruction": str, "success": bool}`` where ``state[t]`` / ``images[t]`` are the
-    observation on which ``action[t]`` was taken. The episode stops at the first success
-    (the env terminates there) or after 400 steps. Pass ``env`` to reuse an env (its cameras
-    and size are then used as they are).
-    """
-    import gymnasium as gym
-
-    import components.envs  # noqa: F401  (registers the ids)
-
-    expert = expert or AlohaExpert()
-    own_env = env is None
-    if own_env:
-        env = gym.make(env_id, cameras=tuple(cameras), image_size=tuple(image_size), **env_kwargs)
-    try:
-        actions = np.array(expert.plan(env, seed), dtype=np.float64)
+        ``noise`` > 0 (DART, rad): the replay executes the planned arm-joint targets plus an
+        Ornstein-Uhlenbeck perturbation of stationary std ``noise`` and correlation time
+        ``NOISE_TAU_S`` (seeded by ``seed``; grippers unperturbed), while the recorded action stays
+        the planned target, so the data shows how to get back to the plan. ``noise_steps``: perturb
+        only during one window of that many steps, at a seeded random start chosen so that it closes
+        three time constants before the plan's first grasp; None: the whole replay.
+        """
+        actions = np.array(self.plan(env, seed), dtype=np.float64)
         # Arm joint targets are actuator controls, which MuJoCo clamps to ctrlrange (ctrllimited):
         # clipping them here changes nothing physically and records what was really commanded
         # (IK on the mocap scene can ask for a wrist a few mrad past +-pi).
         space = env.unwrapped.action_space
         actions[:, ARM_JOINTS] = np.clip(actions[:, ARM_JOINTS], space.low[ARM_JOINTS], space.high[ARM_JOINTS])
         obs, info = env.reset(seed=seed)
-        cams = list(obs["images"].keys())
-        frames = {c: [] for c in cams}
-        states, acts, executed = [], [], []
+        frames, executed = [], []
         success = False
         rng = np.random.default_rng([seed, 2])
         rho = float(np.exp(-DT / NOISE_TAU_S))
@@ -546,10 +510,7 @@ def rollout_expert(
             start = int(rng.integers(0, max(end - noise_steps, 0) + 1))
             window = (start, start + noise_steps)
         for t, a in enumerate(actions):
-            for c in cams:
-                frames[c].append(obs["images"][c])
-            states.append(obs["state"])
-            acts.append(a)
+            frames.append({"images": obs["images"], "state": obs["state"], "action": a})
             command = a
             if noise:
                 drive = noise * rng.standard_normal(len(ARM_JOINTS)) if window[0] <= t < window[1] else 0.0
@@ -562,82 +523,21 @@ def rollout_expert(
             success = success or bool(info["is_success"])
             if terminated or truncated:
                 break
-        return {
-            "images": {c: np.stack(v).astype(np.uint8) for c, v in frames.items()},
-            "state": np.stack(states).astype(np.float32),
-            "action": np.stack(acts).astype(np.float32),
-            "executed": np.stack(executed).astype(np.float32),
-            "instruction": info["instruction"],
-            "success": success,
-        }
-    finally:
-        if own_env:
-            env.close()
+        stacked = stack_frames(frames)
+        out = {"action": stacked["action"].astype(np.float32), "state": stacked["state"].astype(np.float32),
+               "images": {c: v.astype(np.uint8) for c, v in stacked["images"].items()}}
+        return ExpertEpisode(seed, len(frames), success, info["instruction"], out,
+                             np.stack(executed).astype(np.float32))
 
 
-def measure_expert(
-    env_id: str,
-    seeds: Sequence[int] = range(100),
-    cameras: Sequence[str] = ("top",),
-    image_size: Sequence[int] = (240, 320),
-    render: bool = True,
-    verbose: bool = False,
-    **env_kwargs,
-) -> dict:
-    """Expert success over ``seeds`` and env speed.
+#: columns of a 14-d joint action that are arm joints (6 and 13 are the normalized grippers)
+ARM_JOINTS = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
+#: correlation time of the DART perturbation of the arm-joint targets (``AlohaExpert.record(noise=...)``)
+NOISE_TAU_S = 0.3
 
-    ``render=True`` replays with the requested cameras (``steps_per_s`` then includes
-    rendering); ``render=False`` replays with a single 8x8 camera to measure the expert
-    cheaply. Returns successes, episodes, success_rate, plan_successes, failed_seeds,
-    steps, steps_per_s (replay env steps incl. rendering), plan_s and replay_s totals.
-    """
-    import gymnasium as gym
 
-    import components.envs  # noqa: F401
-
-    if not render:
-        cameras, image_size = ("top",), (8, 8)
-        env_kwargs.setdefault("render_quality", "flat")
-    env = gym.make(env_id, cameras=tuple(cameras), image_size=tuple(image_size), **env_kwargs)
-    expert = AlohaExpert()
-    seeds = list(seeds)
-    succ, plan_succ, failed, steps = 0, 0, [], 0
-    plan_s = replay_s = 0.0
-    try:
-        for seed in seeds:
-            t0 = time.perf_counter()
-            actions = expert.plan(env, seed)
-            t1 = time.perf_counter()
-            plan_s += t1 - t0
-            plan_succ += expert.plan_success
-            env.reset(seed=seed)
-            ok = False
-            for a in actions:
-                _, _, term, trunc, info = env.step(a)
-                steps += 1
-                ok = ok or info["is_success"]
-                if term or trunc:
-                    break
-            replay_s += time.perf_counter() - t1
-            succ += ok
-            if not ok:
-                failed.append(seed)
-            if verbose:
-                print(f"{env_id} seed {seed}: replay {'ok' if ok else 'FAIL'} "
-                      f"(plan iterations {expert.iterations})", flush=True)
-    finally:
-        env.close()
-    return {
-        "env_id": env_id,
-        "episodes": len(seeds),
-        "successes": int(succ),
-        "success_rate": succ / max(len(seeds), 1),
-        "plan_successes": int(plan_succ),
-        "failed_seeds": failed,
-        "steps": steps,
-        "steps_per_s": steps / replay_s if replay_s > 0 else float("nan"),
-        "plan_s": plan_s,
-        "replay_s": replay_s,
-        "cameras": list(cameras),
-        "image_size": list(image_size),
-    }
+def _pad_pos(physics, side: str) -> np.ndarray:
+    """Point between the finger pads (13.5 cm along the gripper link's x axis)."""
+    pos = physics.named.data.xpos[f"vx300s_{side}/gripper_link"]
+    mat = physics.named.data.xmat[f"vx300s_{side}/gripper_link"].reshape(3, 3)
+    return pos + mat @ np.array([0.1347, 0.0, -0.002])

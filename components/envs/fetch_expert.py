@@ -8,16 +8,14 @@
   push along the block->goal line with lateral correction; re-approach if the block slips away;
 * pick and place: above the block (open), descend, close, lift, move to the goal, hold.
 
-``measure_expert(env_id, seeds, **env_kwargs)`` runs one episode per seed and reports the success rate
-(success = ``info["is_success"]`` at the last step, the gymnasium-robotics convention) and steps/s.
+``FetchExpert.record`` records an episode for the store (see ``components.envs.experts``).
 """
 
 from __future__ import annotations
 
-import time
-from typing import Sequence
-
 import numpy as np
+
+from components.envs.experts import ExpertEpisode, stack_frames
 
 _STEP = 0.05  # gymnasium-robotics multiplies the position action by 0.05 m
 
@@ -29,15 +27,47 @@ def _move(target: np.ndarray, grip: np.ndarray, gain: float = 1.0) -> np.ndarray
 class FetchExpert:
     """Stateful scripted controller for one Fetch task; call ``reset()`` at each episode start."""
 
+    noise_window = False  # DART noise perturbs the whole episode
+
     def __init__(self, task: str):
         if task not in ("reach", "push", "pick_and_place"):
             raise ValueError(f"unknown Fetch task {task!r}")
         self.task = task
         self.reset()
 
+    @classmethod
+    def from_spec(cls, env, spec) -> "FetchExpert":
+        return cls(env.unwrapped.task)
+
     def reset(self) -> None:
         self.phase = "approach"
         self.close_steps = 0
+
+    def record(self, env, seed: int, noise: float = 0.0, noise_steps: int | None = None) -> ExpertEpisode:
+        """One episode of ``env`` reset with ``seed``; ``noise`` > 0 (DART): Gaussian noise of that std
+        on the executed dx, dy, dz (seeded by ``seed``), the recorded label stays the expert's action.
+
+        Frames: ``action`` [T, 4], ``state`` [T, 4], ``images/<cam>``, ``success`` [T] (per observation).
+        Success is judged at the last step (the gymnasium-robotics convention).
+        """
+        obs, info = env.reset(seed=seed)
+        self.reset()
+        rng = np.random.default_rng([seed, 1])
+        frames, executed = [], []
+        while True:
+            action = self.act(env.unwrapped.raw_obs)
+            frames.append({"action": action, "state": obs["state"], "images": obs["images"],
+                           "success": info["is_success"]})
+            command = action
+            if noise:
+                command = action.copy()
+                command[:3] = np.clip(action[:3] + rng.normal(0.0, noise, 3), -1.0, 1.0)
+            executed.append(command)
+            obs, _, terminated, truncated, info = env.step(command)
+            if terminated or truncated:
+                break
+        return ExpertEpisode(seed, len(frames), bool(info["is_success"]), info["instruction"],
+                             stack_frames(frames), np.stack(executed))
 
     # ------------------------------------------------------------------
     def act(self, raw_obs: dict) -> np.ndarray:
@@ -133,54 +163,3 @@ class FetchExpert:
         # command the gripper so that the *object* reaches the target
         a[:3] = _move(target - rel, grip)
         return a
-
-
-def task_of(env) -> str:
-    return env.unwrapped.task
-
-
-def run_episode(env, expert: FetchExpert, seed: int, max_steps: int | None = None):
-    """Run one expert episode; returns (success_at_last_step, steps, success_any_step)."""
-    obs, info = env.reset(seed=seed)
-    expert.reset()
-    steps, any_success, success = 0, False, False
-    while True:
-        action = expert.act(env.unwrapped.raw_obs)
-        obs, r, term, trunc, info = env.step(action)
-        steps += 1
-        success = bool(info["is_success"])
-        any_success |= success
-        if term or trunc or (max_steps is not None and steps >= max_steps):
-            break
-    return success, steps, any_success
-
-
-def measure_expert(env_id: str, seeds: Sequence[int] = range(100), **env_kwargs) -> dict:
-    """Success rate of the scripted expert on ``env_id`` over one episode per seed, and env steps/s."""
-    import gymnasium as gym
-
-    import components.envs  # noqa: F401  (registers ids)
-
-    env = gym.make(env_id, **env_kwargs)
-    expert = FetchExpert(task_of(env))
-    seeds = list(seeds)
-    succ, any_succ, total_steps = [], [], 0
-    t0 = time.perf_counter()
-    for s in seeds:
-        ok, n, anyok = run_episode(env, expert, s)
-        succ.append(ok)
-        any_succ.append(anyok)
-        total_steps += n
-    dt = time.perf_counter() - t0
-    env.close()
-    return {
-        "env_id": env_id,
-        "episodes": len(seeds),
-        "successes": int(sum(succ)),
-        "success_rate": float(np.mean(succ)) if seeds else 0.0,
-        "success_any_step_rate": float(np.mean(any_succ)) if seeds else 0.0,
-        "failed_seeds": [s for s, ok in zip(seeds, succ) if not ok],
-        "steps": total_steps,
-        "steps_per_s": total_steps / dt if dt > 0 else float("nan"),
-        "seeds": seeds,
-    }

@@ -5,9 +5,10 @@ a :class:`~components.envs.floorplan.FloorPlan` with MiniWorld's ``add_rect_room
 with portals exactly like ``connect_rooms`` (the facing walls are taken from the floor plan instead
 of being searched for).
 
-* action ``Box([0, -1.5], [0.7, 1.5])`` = (v m/s, omega rad/s, positive = turn left), integrated at a
-  fixed ``dt`` (0.1 s): heading first, then a straight move checked against walls with MiniWorld's
-  ``intersect``; a blocked move slides along the wall if one axis is free (``info["collided"]``).
+* action ``Box([0, -1.5], [0.7, 1.5])`` = (v m/s, omega rad/s, positive = turn left), the limits of
+  ``components.kinematics.WHEELED_BASE``, integrated at a fixed ``dt`` (0.1 s): heading first, then a
+  straight move checked against walls with MiniWorld's ``intersect``; a blocked move slides along
+  the wall if one axis is free (``info["collided"]``).
 * observation ``{"images": {"front": uint8 (H, W, 3)}, "depth": float32 (H, W) metres,
   "state": float32 (2,) = last commanded (v, omega)}``; RGB and depth come from one render.
 * info: ``pose`` = (x, z, yaw) float64 (MiniWorld frame: forward = (cos yaw, -sin yaw) in (x, z)),
@@ -30,6 +31,7 @@ that several envs can live in one process.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -52,6 +54,7 @@ from pyglet.gl import (  # noqa: E402
 )
 
 from components.envs.floorplan import FloorPlan, load_floorplan  # noqa: E402
+from components.kinematics import WHEELED_BASE, turn  # noqa: E402
 
 
 def _fast_texture_load(cls, tex_path):
@@ -108,8 +111,6 @@ def _patch_texture_loader() -> None:
 
 _patch_texture_loader()
 
-V_MAX = 0.7
-W_MAX = 1.5
 WALL_MARGIN = 0.3  # "inside the goal room" means at least this far from its walls
 
 _WALL_TEX = ["drywall", "stucco", "concrete", "brick_wall", "wood_planks", "marble", "cinder_blocks", "wood"]
@@ -138,12 +139,15 @@ class WheeledEnv(MiniWorldEnv):
         start_room: str | None = None,
         image_size: tuple[int, int] = (60, 80),
         max_steps: int | None = None,
-        dt: float = 0.1,
+        dt: float = WHEELED_BASE.dt_s,
         success_radius: float = 1.0,
         min_start_distance: float = 3.0,
         domain_rand: bool = False,
         render_mode: str | None = None,
+        cameras: tuple[str, ...] = ("front",),
     ):
+        if tuple(cameras) != ("front",):
+            raise ValueError(f"the wheeled base has one camera, 'front'; got cameras={list(cameras)}")
         self.plan = floorplan if isinstance(floorplan, FloorPlan) else load_floorplan(floorplan)
         if goal_room is not None:
             self.plan.room(goal_room)  # raises a clear KeyError naming the plan
@@ -152,6 +156,7 @@ class WheeledEnv(MiniWorldEnv):
         self.fixed_goal_room = goal_room
         self.fixed_start_room = start_room
         self.dt = float(dt)
+        self.limits = dataclasses.replace(WHEELED_BASE, dt_s=self.dt)
         self.success_radius = float(success_radius)
         self.min_start_distance = float(min_start_distance)
         self.image_size = (int(image_size[0]), int(image_size[1]))
@@ -170,20 +175,14 @@ class WheeledEnv(MiniWorldEnv):
             domain_rand=domain_rand,
             render_mode=render_mode,
         )
-        self.action_space = spaces.Box(
-            low=np.array([0.0, -W_MAX], dtype=np.float32),
-            high=np.array([V_MAX, W_MAX], dtype=np.float32),
-            dtype=np.float32,
-        )
+        low = np.array([self.limits.v_min, -self.limits.w_max], dtype=np.float32)
+        high = np.array([self.limits.v_max, self.limits.w_max], dtype=np.float32)
+        self.action_space = spaces.Box(low=low, high=high, dtype=np.float32)
         self.observation_space = spaces.Dict(
             {
                 "images": spaces.Dict({"front": spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)}),
                 "depth": spaces.Box(0.0, 100.0, (h, w), dtype=np.float32),
-                "state": spaces.Box(
-                    low=np.array([0.0, -W_MAX], dtype=np.float32),
-                    high=np.array([V_MAX, W_MAX], dtype=np.float32),
-                    dtype=np.float32,
-                ),
+                "state": spaces.Box(low=low, high=high, dtype=np.float32),
             }
         )
 
@@ -373,13 +372,10 @@ class WheeledEnv(MiniWorldEnv):
 
     def step(self, action):
         a = np.asarray(action, dtype=np.float64).reshape(2)
-        v = float(np.clip(a[0], 0.0, V_MAX))
-        w = float(np.clip(a[1], -W_MAX, W_MAX))
+        v, w = self.limits.clip(a[0], a[1])
         self.last_cmd = np.array([v, w], dtype=np.float32)
         self.step_count += 1
-        self.agent.dir = float(self.agent.dir + w * self.dt)
-        # keep yaw in (-pi, pi]
-        self.agent.dir = float(math.atan2(math.sin(self.agent.dir), math.cos(self.agent.dir)))
+        self.agent.dir = turn(self.agent.dir, w, self.dt)
         collided = False
         dist = v * self.dt
         if dist > 0:

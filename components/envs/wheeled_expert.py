@@ -3,35 +3,31 @@
 ``WheeledExpert``: shortest path on the floor plan's room/door graph (networkx, edge weight =
 centre -> door -> centre length) -> polyline (start, then for each door a point 1 m before and 1 m
 after the doorway, then the goal point of the goal room) -> pure pursuit along the polyline
-(look-ahead 0.6 m) giving (v, omega). It reads the floor plan and the robot pose (privileged for
-an expert, which is allowed).
+(``components.kinematics``) giving (v, omega). It reads the floor plan and the robot pose
+(privileged for an expert, which is allowed).
 
 ``future_waypoints(poses, t, num=8, stride=1)``: the training label of the VLA's waypoint head.
 """
 
 from __future__ import annotations
 
-import math
-import time
+import copy
 from typing import Sequence
 
 import networkx as nx
 import numpy as np
 
+from components.envs.experts import ExpertEpisode, stack_frames
 from components.envs.floorplan import FloorPlan
-
-V_MAX = 0.7
-W_MAX = 1.5
-
-
-def _forward_left(yaw: float, frame: str) -> tuple[np.ndarray, np.ndarray]:
-    """Unit forward and left vectors in the pose's ground coordinates."""
-    c, s = math.cos(yaw), math.sin(yaw)
-    if frame == "xz":  # MiniWorld: forward = (cos, -sin) in (x, z); left = (-sin, -cos)
-        return np.array([c, -s]), np.array([-s, -c])
-    if frame == "xy":  # planar right-handed x/y, yaw counter-clockwise
-        return np.array([c, s]), np.array([-s, c])
-    raise ValueError(f"unknown frame {frame!r}; use 'xz' (MiniWorld pose) or 'xy'")
+from components.kinematics import (
+    LOOKAHEAD_M,
+    TURN_GAIN,
+    TURN_IN_PLACE_RAD,
+    WHEELED_BASE,
+    pure_pursuit,
+    to_robot_frame,
+    unicycle_step,
+)
 
 
 def future_waypoints(
@@ -52,32 +48,25 @@ def future_waypoints(
     if stride < 1:
         raise ValueError("stride must be >= 1")
     idx = np.minimum(t + stride * np.arange(1, num + 1), len(poses) - 1)
-    fwd, left = _forward_left(float(poses[t, 2]), frame)
-    d = poses[idx, :2] - poses[t, :2]
+    seen = to_robot_frame(poses[idx, :2], poses[t], frame)
     dyaw = poses[idx, 2] - poses[t, 2]
-    out = np.stack([d @ fwd, d @ left, np.cos(dyaw), np.sin(dyaw)], axis=1)
+    out = np.stack([seen[:, 0], seen[:, 1], np.cos(dyaw), np.sin(dyaw)], axis=1)
     return out.astype(np.float32)
 
 
 def expert_waypoints(expert: "WheeledExpert", pose, dt: float, num: int = 8, stride: int = 1) -> np.ndarray:
     """The waypoints (as ``future_waypoints``) of the trajectory ``expert`` would drive from ``pose``.
 
-    Rolls a copy of the expert out on the env's unicycle model (heading first, then the straight
-    move, as ``WheeledEnv.step``) for ``num * stride`` steps of ``dt``; walls are not simulated
-    (the expert's route keeps its clearance). ``expert`` itself is not advanced.
+    Rolls a copy of the expert out on the unicycle model for ``num * stride`` steps of ``dt``; walls
+    are not simulated (the expert's route keeps its clearance). ``expert`` itself is not advanced.
     """
-    import copy
-
     ghost = copy.copy(expert)
-    x, z, yaw = (float(v) for v in pose)
-    poses = [(x, z, yaw)]
+    state = tuple(float(v) for v in pose)
+    poses = [state]
     for _ in range(num * stride):
-        v, w = ghost.act((x, z, yaw))
-        v = float(np.clip(v, 0.0, V_MAX))
-        yaw += float(np.clip(w, -W_MAX, W_MAX)) * dt
-        yaw = math.atan2(math.sin(yaw), math.cos(yaw))
-        x, z = x + v * dt * math.cos(yaw), z - v * dt * math.sin(yaw)
-        poses.append((x, z, yaw))
+        v, w = WHEELED_BASE.clip(*ghost.act(state))
+        state = unicycle_step(state, v, w, dt, frame="xz")
+        poses.append(state)
     return future_waypoints(np.array(poses), 0, num=num, stride=stride)
 
 
@@ -107,17 +96,31 @@ def _depth_along(room, door) -> float:
 
 
 class WheeledExpert:
-    """Pure-pursuit follower of the shortest room/door route to the goal room."""
+    """Pure-pursuit follower of the shortest room/door route to the goal room.
 
-    def __init__(self, plan: FloorPlan, lookahead: float = 0.6, v_max: float = V_MAX):
+    ``waypoints`` and ``waypoint_spacing_s``: the label format ``record`` writes (the embodiment
+    spec's ``chunk_horizon`` and ``waypoint_spacing_s``; ``from_spec`` reads them from the spec).
+    """
+
+    noise_window = False  # DART noise perturbs the whole episode
+
+    def __init__(self, plan: FloorPlan, lookahead: float = LOOKAHEAD_M, v_max: float = WHEELED_BASE.v_max,
+                 waypoints: int = 8, waypoint_spacing_s: float = 0.5):
         self.plan = plan
         self.lookahead = lookahead
         self.v_max = v_max
+        self.waypoints = waypoints
+        self.waypoint_spacing_s = waypoint_spacing_s
         self.path: list[np.ndarray] = []
         self.seg = 0
 
     @classmethod
+    def from_spec(cls, env, spec) -> "WheeledExpert":
+        return cls(env.unwrapped.plan, waypoints=spec.chunk_horizon, waypoint_spacing_s=spec.waypoint_spacing_s)
+
+    @classmethod
     def from_env(cls, env, **kw) -> "WheeledExpert":
+        """An expert for the episode ``env`` is in now."""
         e = cls(env.unwrapped.plan, **kw)
         e.reset_from_env(env)
         return e
@@ -141,8 +144,8 @@ class WheeledExpert:
         self.seg = 0
 
     def act(self, pose) -> np.ndarray:
+        """(v m/s, omega rad/s) float32 [2] at ``pose`` = (x, z, yaw) in MiniWorld's frame."""
         p = np.asarray(pose[:2], dtype=np.float64)
-        yaw = float(pose[2])
         # advance along the polyline: project on the current segment
         while self.seg < len(self.path) - 2:
             a, b = self.path[self.seg], self.path[self.seg + 1]
@@ -158,71 +161,59 @@ class WheeledExpert:
         L = float(np.linalg.norm(ab))
         u = ab / L if L > 1e-9 else np.zeros(2)
         s = float(np.clip((p - a) @ u, 0.0, L))
-        s_t = s + self.lookahead
-        target = a + u * min(s_t, L)
-        if s_t > L and self.seg < len(self.path) - 2:
-            c = self.path[self.seg + 2]
-            bc = c - b
-            n = np.linalg.norm(bc)
-            if n > 1e-9:
-                target = b + bc / n * min(s_t - L, n)
-        fwd, left = _forward_left(yaw, "xz")
-        d = target - p
-        alpha = math.atan2(float(d @ left), float(d @ fwd))
+        # pursue along this segment and the next one
+        _, alpha = pure_pursuit(self.path[self.seg:self.seg + 3], s, pose, self.lookahead, frame="xz")
         dist_goal = float(np.linalg.norm(self.path[-1] - p))
-        w = float(np.clip(2.5 * alpha, -W_MAX, W_MAX))
-        if abs(alpha) > 0.6:
+        w = float(np.clip(TURN_GAIN * alpha, -WHEELED_BASE.w_max, WHEELED_BASE.w_max))
+        if abs(alpha) > TURN_IN_PLACE_RAD:
             v = 0.0  # turn in place first
         else:
-            v = self.v_max * (1.0 - abs(alpha) / 0.6) ** 0.5
+            v = self.v_max * (1.0 - abs(alpha) / TURN_IN_PLACE_RAD) ** 0.5
             if self.seg >= len(self.path) - 2:
                 v = min(v, max(0.15, dist_goal))
         return np.array([v, w], dtype=np.float32)
 
+    def record(self, env, seed: int, noise: float = 0.0, noise_steps: int | None = None) -> ExpertEpisode:
+        """One episode of the wheeled ``env`` reset with ``seed``.
 
-def run_episode(env, seed: int, options: dict | None = None, record: bool = False):
-    """One expert episode. Returns (success, steps, poses [T+1, 3] if record else None)."""
-    obs, info = env.reset(seed=seed, options=options)
-    expert = WheeledExpert.from_env(env)
-    poses = [info["pose"]] if record else None
-    steps, success = 0, bool(info["is_success"])
-    while not success:
-        obs, r, term, trunc, info = env.step(expert.act(info["pose"]))
-        steps += 1
-        success = bool(info["is_success"])
-        if record:
+        Frames: ``action`` [T, waypoints, 4] the robot-frame waypoints (``future_waypoints``) of the
+        driven trajectory, one every ``waypoint_spacing_s``; ``state`` [T, 2]; ``images/front``;
+        ``depth`` [T, H, W] m; ``pose`` [T, 3] (x, z, yaw); ``success`` [T] (per observation).
+        ``noise`` > 0 (DART): an Ornstein-Uhlenbeck perturbation of the executed turn rate (std
+        ``noise`` x the max turn rate) and speed (seeded by ``seed``); the label at frame t is then the
+        trajectory the expert would drive from that pose (``expert_waypoints``), not the noisy one.
+        """
+        dt = env.unwrapped.dt
+        rng = np.random.default_rng([seed, 1])
+        ou = np.zeros(2)  # (speed, turn) perturbation
+        stride = int(round(self.waypoint_spacing_s / dt))
+        obs, info = env.reset(seed=seed)
+        instruction = info["instruction"]
+        self.reset_from_env(env)
+        frames, poses, executed = [], [info["pose"]], []
+        terminated = truncated = bool(info["is_success"])  # nothing to demonstrate
+        while not (terminated or truncated):
+            frame = {"images": obs["images"], "depth": obs["depth"], "state": obs["state"],
+                     "success": info["is_success"]}
+            if noise:
+                # label first: the expert's own plan from here, rolled out without noise
+                frame["action"] = expert_waypoints(self, info["pose"], dt, num=self.waypoints, stride=stride)
+            command = self.act(info["pose"])
+            if noise:
+                ou += -0.15 * ou + np.sqrt(1 - 0.85**2) * rng.normal(0.0, 1.0, 2)
+                command = command + np.array([0.3 * noise * ou[0], noise * WHEELED_BASE.w_max * ou[1]])
+            frames.append(frame)
+            executed.append(command)
+            obs, _, terminated, truncated, info = env.step(command)
             poses.append(info["pose"])
-        if term or trunc:
-            break
-    return success, steps, (np.stack(poses) if record else None)
-
-
-def measure_expert(env_id: str = "vla_stack/Wheeled-v0", seeds: Sequence[int] = range(100), **env_kwargs) -> dict:
-    """Success rate of the expert over one episode per seed, and env steps/s (with RGB + depth)."""
-    import gymnasium as gym
-
-    import components.envs  # noqa: F401
-
-    env = gym.make(env_id, **env_kwargs)
-    seeds = list(seeds)
-    succ, steps_list = [], []
-    t0 = time.perf_counter()
-    for s in seeds:
-        ok, n, _ = run_episode(env, s)
-        succ.append(ok)
-        steps_list.append(n)
-    dt = time.perf_counter() - t0
-    env.close()
-    total = int(sum(steps_list))
-    return {
-        "env_id": env_id,
-        "env_kwargs": {k: str(v) for k, v in env_kwargs.items()},
-        "episodes": len(seeds),
-        "successes": int(sum(succ)),
-        "success_rate": float(np.mean(succ)) if seeds else 0.0,
-        "failed_seeds": [s for s, ok in zip(seeds, succ) if not ok],
-        "mean_steps": float(np.mean(steps_list)) if seeds else 0.0,
-        "steps": total,
-        "steps_per_s": total / dt if dt > 0 else float("nan"),
-        "seeds": seeds,
-    }
+        steps = len(frames)
+        if not steps:
+            return ExpertEpisode(seed, 0, bool(info["is_success"]), instruction)
+        trajectory = np.stack(poses)  # [T + 1, 3]: the pose reached after the last step too
+        if not noise:
+            for t, frame in enumerate(frames):
+                frame["action"] = future_waypoints(trajectory, t, num=self.waypoints, stride=stride)
+        stacked = stack_frames(frames)
+        out = {"action": stacked["action"], "state": stacked["state"], "images": stacked["images"],
+               "depth": stacked["depth"], "pose": trajectory[:-1], "success": stacked["success"]}
+        return ExpertEpisode(seed, steps, bool(info["is_success"]), instruction, out, np.stack(executed))

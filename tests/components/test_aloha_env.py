@@ -11,7 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 import components.envs  # noqa: F401  (registers the ids)
 from components.envs.aloha import AlohaEnv
-from components.envs.aloha_expert import AlohaExpert, MocapSim, object_poses_for_seed, rollout_expert
+from components.envs.aloha_expert import AlohaExpert, MocapSim, object_poses_for_seed
 
 SMALL = (60, 80)
 TRANSFER = "vla_stack/AlohaTransferCube-v0"
@@ -139,43 +139,50 @@ def test_mocap_sim_holds_still_at_start():
     assert np.abs(sim.physics.data.qpos[[0, 1, 2, 8, 9, 10]] - q0[[0, 1, 2, 8, 9, 10]]).max() < 0.02
 
 
+def record(env_id: str, seed: int, **kw):
+    """One expert demonstration on a tiny flat-shaded camera."""
+    env = gym.make(env_id, cameras=("top",), image_size=(8, 8), render_quality="flat")
+    try:
+        return AlohaExpert().record(env, seed, **kw)
+    finally:
+        env.close()
+
+
 def test_expert_transfer_cube_episode_succeeds():
-    demo = rollout_expert(TRANSFER, seed=0, cameras=("top",), image_size=(8, 8), render_quality="flat")
-    assert demo["success"]
-    t = len(demo["action"])
+    demo = record(TRANSFER, seed=0)
+    assert demo.success
+    t = demo.steps
+    frames = demo.frames
     assert 100 < t <= 400
-    assert demo["images"]["top"].shape == (t, 8, 8, 3) and demo["images"]["top"].dtype == np.uint8
-    assert demo["state"].shape == (t, 14) and demo["state"].dtype == np.float32
-    assert demo["action"].shape == (t, 14) and demo["action"].dtype == np.float32
-    assert demo["instruction"].startswith("pick up the red cube")
+    assert frames["images"]["top"].shape == (t, 8, 8, 3) and frames["images"]["top"].dtype == np.uint8
+    assert frames["state"].shape == (t, 14) and frames["state"].dtype == np.float32
+    assert frames["action"].shape == (t, 14) and frames["action"].dtype == np.float32
+    assert demo.instruction.startswith("pick up the red cube")
     # the plan pass keeps the arms off the forearm-roll / wrist-rotate null space (soft joint range)
-    assert np.abs(demo["action"][:, [3, 5, 10, 12]]).max() < 2.0
-    # with the roll held near 0 the right wrist's split is tight (seed 0: 0.36 / 0.51 rad; the
-    # +-0.5 rad range gave 0.78 / 0.92, the unlimited expert 2.55 rad)
-    assert np.abs(demo["action"][:, [10, 12]]).max() < 0.7
+    assert np.abs(frames["action"][:, [3, 5, 10, 12]]).max() < 2.0
+    # with the roll held near 0 the right wrist's split is tight
+    assert np.abs(frames["action"][:, [10, 12]]).max() < 0.7
 
 
 def test_dart_replay_labels_stay_the_plan_while_the_arms_leave_it():
-    kw = dict(cameras=("top",), image_size=(8, 8), render_quality="flat")
-    clean = rollout_expert(TRANSFER, seed=0, **kw)
-    noisy = rollout_expert(TRANSFER, seed=0, noise=0.1, noise_steps=60, **kw)
-    t = min(len(clean["action"]), len(noisy["action"]))
+    clean = record(TRANSFER, seed=0)
+    noisy = record(TRANSFER, seed=0, noise=0.1, noise_steps=60)
+    t = min(clean.steps, noisy.steps)
     # the labels are the planned targets, perturbed or not
-    np.testing.assert_array_equal(noisy["action"][:t], clean["action"][:t])
-    np.testing.assert_array_equal(clean["executed"], clean["action"])
-    pushed = np.abs(noisy["executed"] - noisy["action"]).max(1)
+    np.testing.assert_array_equal(noisy.frames["action"][:t], clean.frames["action"][:t])
+    np.testing.assert_array_equal(clean.executed, clean.frames["action"])
+    pushed = np.abs(noisy.executed - noisy.frames["action"]).max(1)
     start = int(np.argmax(pushed > 0))
     assert pushed[:start].max(initial=0.0) == 0.0 and pushed.max() > 0.1
     # only arm joints are perturbed, the grippers follow the plan
-    np.testing.assert_array_equal(noisy["executed"][:, [6, 13]], noisy["action"][:, [6, 13]])
+    np.testing.assert_array_equal(noisy.executed[:, [6, 13]], noisy.frames["action"][:, [6, 13]])
     # the window ends: 60 steps later the perturbation decays (tau 0.3 s = 15 steps)
     if start + 60 + 100 < len(pushed):
         assert pushed[start + 60 + 100] < 0.01
     # and the arms really left the planned path: the state differs from the clean replay
-    assert np.abs(noisy["state"][:t] - clean["state"][:t]).max() > 0.05
+    assert np.abs(noisy.frames["state"][:t] - clean.frames["state"][:t]).max() > 0.05
 
 
 @pytest.mark.slow
 def test_expert_insertion_episode_succeeds():
-    demo = rollout_expert(INSERTION, seed=2, image_size=(8, 8), render_quality="flat")
-    assert demo["success"]
+    assert record(INSERTION, seed=2).success

@@ -10,7 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import components.envs  # noqa: F401  (registers the ids)
-from components.envs.fetch_expert import FetchExpert, run_episode
+from components.envs.fetch_expert import FetchExpert
 
 IDS = ["vla_stack/FetchReach-v0", "vla_stack/FetchPush-v0", "vla_stack/FetchPickAndPlace-v0"]
 SMALL = (48, 64)
@@ -58,8 +58,10 @@ def test_state_is_gripper_position_and_opening():
 
 def test_reach_expert_succeeds():
     env = gym.make("vla_stack/FetchReach-v0", image_size=SMALL)
-    ok, steps, _ = run_episode(env, FetchExpert("reach"), seed=3)
-    assert ok and steps == 50
+    episode = FetchExpert("reach").record(env, seed=3)
+    assert episode.success and episode.steps == 50
+    assert episode.frames["action"].shape == (50, 4) and episode.frames["images"]["front"].shape == (50, *SMALL, 3)
+    np.testing.assert_array_equal(episode.executed, episode.frames["action"])  # no noise: executed = labels
     env.close()
 
 

@@ -13,7 +13,7 @@ from gymnasium.utils.env_checker import check_env
 
 import components.envs  # noqa: F401  (registers the ids)
 from components.envs.floorplan import FloorPlanError, list_floorplans, load_floorplan
-from components.envs.wheeled_expert import future_waypoints, run_episode
+from components.envs.wheeled_expert import WheeledExpert, future_waypoints
 
 SMALL = (30, 40)
 
@@ -50,18 +50,29 @@ def test_seeded_reset_reproducible():
 
 def test_hallway_instruction_and_expert_reaches_goal():
     env = gym.make("vla_stack/WheeledHallway-v0", image_size=SMALL)
-    ok, steps, poses = run_episode(env, seed=0, record=True)
-    assert env.unwrapped.instruction == "go to the end of the hallway"
-    assert ok and steps < 400
-    assert np.hypot(poses[-1, 0] - 10.0, poses[-1, 1]) <= 1.0
+    episode = WheeledExpert(env.unwrapped.plan).record(env, seed=0)
+    assert episode.instruction == env.unwrapped.instruction == "go to the end of the hallway"
+    assert episode.success and episode.steps < 400
+    x, z, _ = env.unwrapped.pose
+    assert np.hypot(x - 10.0, z) <= 1.0
+    assert episode.frames["pose"].shape == (episode.steps, 3)
+    assert episode.frames["action"].shape == (episode.steps, 8, 4)
     env.close()
 
 
 def test_expert_crosses_doors():
-    env = gym.make("vla_stack/Wheeled-v0", floorplan="three_rooms", image_size=SMALL)
-    ok, _, _ = run_episode(env, seed=0, options={"start_room": "red room", "goal_room": "blue room"})
-    assert ok
+    env = gym.make("vla_stack/Wheeled-v0", floorplan="three_rooms", image_size=SMALL,
+                   start_room="red room", goal_room="blue room")
+    episode = WheeledExpert(env.unwrapped.plan).record(env, seed=0)
+    assert episode.success
+    rooms = {env.unwrapped.plan.room_at(x, z) for x, z, _ in episode.frames["pose"]}
+    assert {"red room", "green room", "blue room"} <= rooms
     env.close()
+
+
+def test_wheeled_env_has_only_the_front_camera():
+    with pytest.raises(ValueError, match="one camera, 'front'"):
+        gym.make("vla_stack/WheeledHallway-v0", image_size=SMALL, cameras=("front", "rear"))
 
 
 def test_shipped_floorplans_and_graph():

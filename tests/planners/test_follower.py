@@ -81,11 +81,13 @@ def test_following_expert_labels_in_the_env_retraces_the_expert(wheeled_env, see
     """Waypoints made by ``future_waypoints`` from an expert run (stride 5 = 0.5 s), followed open loop
     in the wheeled env, end near where the expert was: the follower and the label convention agree
     (frame, axes, and omega > 0 = left)."""
-    from components.envs.wheeled_expert import future_waypoints, run_episode
+    from components.envs.wheeled_expert import WheeledExpert, future_waypoints
     env = wheeled_env
-    ok, steps, poses = run_episode(env, seed=seed, record=True)
-    assert steps >= 20
+    episode = WheeledExpert(env.unwrapped.plan, waypoints=8, waypoint_spacing_s=0.5).record(env, seed=seed)
+    assert episode.steps >= 41
+    poses = episode.frames["pose"]
     waypoints = future_waypoints(poses, 0, num=8, stride=5)
+    np.testing.assert_array_equal(waypoints, episode.frames["action"][0])  # the label of frame 0
     env.reset(seed=seed, options={"start_pose": tuple(poses[0])})
     f = WaypointFollower(FollowerConfig(dt_s=env.unwrapped.dt))
     f.reset(waypoints)

@@ -188,3 +188,26 @@ def test_noisy_wheeled_episode_labels_are_expert_plans(tmp_path):
     with pytest.raises(ValueError, match="--noise_steps .* is for aloha; wheeled is perturbed throughout"):
         collect(env="vla_stack/WheeledHallway-v0", episodes=1, out=str(tmp_path / "w.zarr"), noise=0.5,
                 noise_steps=10)
+
+
+def test_every_environment_has_a_scripted_expert_behind_the_one_interface():
+    import inspect
+
+    from components.envs import EMBODIMENT_OF
+    from components.envs.experts import expert_class
+
+    for embodiment in sorted(set(EMBODIMENT_OF.values())):
+        cls = expert_class(embodiment)
+        params = list(inspect.signature(cls.record).parameters)
+        assert params == ["self", "env", "seed", "noise", "noise_steps"], (embodiment, params)
+        assert callable(cls.from_spec) and isinstance(cls.noise_window, bool)
+
+
+def test_measure_expert_counts_the_episodes_collect_stores(fetch_store):
+    from components.envs.experts import measure_expert
+
+    report = measure_expert(FETCH, seeds=[0, 1], image_size=(24, 32))
+    assert (report["successes"], report["failed_seeds"], report["episodes"]) == (2, [], 2)
+    assert report["steps"] == EpisodeStore.open(fetch_store).n_frames
+    with pytest.raises(ValueError, match="--noise_steps .* is for aloha; fetch is perturbed throughout"):
+        measure_expert(FETCH, seeds=[0], noise=0.1, noise_steps=5)
