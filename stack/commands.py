@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from components.embodiment import REPO_ROOT, Embodiments
+from components.config_files import asset_path, config_path
+from components.embodiment import Embodiments
 
-TRAIN_CONFIG = REPO_ROOT / "configs" / "train" / "vla_tiny.yaml"
+TRAIN_CONFIG = config_path("train") / "vla_tiny.yaml"
 
 
 def synth(out_dir: str = "runs/data", episodes: int = 8, steps: int = 30, seed: int = 0,
@@ -136,7 +137,7 @@ def _loss_curve(log_root: Path) -> list[float]:
         return [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
 
 
-DEFAULT_POLICY = REPO_ROOT / "components" / "assets" / "default_policy"
+DEFAULT_POLICY = asset_path("default_policy")
 DEMO_TASKS = (  # (env id, share of the episodes, env kwargs)
     ("vla_stack/FetchReach-v0", 1.0, {}),
     ("vla_stack/WheeledHallway-v0", 1.0, {}),
