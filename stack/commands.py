@@ -12,7 +12,8 @@ import numpy as np
 from components.config_files import asset_path, config_path
 from components.embodiment import Embodiments
 
-TRAIN_CONFIG = config_path("train") / "vla_tiny.yaml"
+#: ``vla-stack fit --config`` files of train_demo, in order: the shared base, then the demo's overlay
+TRAIN_CONFIGS = (config_path("train") / "base.yaml", config_path("train") / "vla_tiny.yaml")
 
 
 def synth(out_dir: str = "runs/data", episodes: int = 8, steps: int = 30, seed: int = 0,
@@ -178,7 +179,7 @@ def demo(episodes: int = 5, seed: int = 1000, out_dir: str = "runs/demo", policy
 def train_demo(steps: int = 300, episodes: int = 8) -> None:
     """Train the tiny VLA from nothing in a few minutes: write the small synthetic dataset, train
     jointly on all four embodiments, then sample one chunk per embodiment from the checkpoint.
-    Everything is written under ./runs (the paths of configs/train/vla_tiny.yaml).
+    Everything is written under ./runs (the paths of configs/train/vla_tiny.yaml, over base.yaml).
 
     Args:
         steps: training steps.
@@ -187,7 +188,7 @@ def train_demo(steps: int = 300, episodes: int = 8) -> None:
     from stack.cli import lightning_main
     synth(out_dir="runs/data", episodes=episodes)
     t0 = time.perf_counter()
-    lightning_main(["fit", "--config", str(TRAIN_CONFIG), "--trainer.max_steps", str(steps)])
+    lightning_main(["fit", *(a for c in TRAIN_CONFIGS for a in ("--config", str(c))), "--trainer.max_steps", str(steps)])
     losses = _loss_curve(Path("runs/vla_tiny"))
     if losses:
         print(f"\ntrained {steps} steps in {time.perf_counter() - t0:.0f} s: "
