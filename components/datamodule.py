@@ -1,7 +1,7 @@
 """Training data: windows from several episode stores, mixed by weight across embodiments and tasks."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -19,18 +19,35 @@ from components.vla import load_model_config
 
 
 @dataclass
+class Oversample:
+    """Extra samples drawn from the first ``first_frames`` frames of each episode of the entry's
+    store, with their own share ``weight`` of the mixture (e.g. the approach of a reach)."""
+    first_frames: int
+    weight: float
+
+
+@dataclass
 class DatasetEntry:
     """One episode store in the mixture; ``weight`` is its share of the samples. ``first_frames``:
     train on the first N frames of each episode only (e.g. the approach of a reach episode, not
-    the long hold at the target that follows and would dilute it); None uses every frame."""
+    the long hold at the target that follows and would dilute it); None uses every frame.
+    ``oversample``: further shares of the same store, each over its episodes' first frames."""
     path: str
     weight: float = 1.0
     first_frames: int | None = None
+    oversample: list[Oversample] = field(default_factory=list)
 
     def __post_init__(self):
-        if self.first_frames is not None and int(self.first_frames) < 1:
-            raise ValueError(f"data.datasets: {self.path}: first_frames must be a positive number of frames, "
-                             f"got {self.first_frames}")
+        self.oversample = [o if isinstance(o, Oversample) else Oversample(**o) for o in self.oversample]
+        for first_frames in [self.first_frames] + [o.first_frames for o in self.oversample]:
+            if first_frames is not None and int(first_frames) < 1:
+                raise ValueError(f"data.datasets: {self.path}: first_frames must be a positive number of frames, "
+                                 f"got {first_frames}")
+
+    def parts(self) -> list[tuple[int | None, float]]:
+        """``(first_frames, weight)`` of each share this entry adds to the mixture, in order: its
+        own, then its ``oversample`` items."""
+        return [(self.first_frames, self.weight)] + [(o.first_frames, o.weight) for o in self.oversample]
 
 
 def _lowdim(store: EpisodeStore, key: str) -> np.ndarray:
@@ -145,21 +162,19 @@ class MixtureDataModule(L.LightningDataModule):
         cfg = load_model_config(self.model).backbone
         self.processor = VLAProcessor(load_tokenizer(cfg), make_image_processor(cfg), embodiments, stats,
                                       cfg.image_size)
-        train, val = [], []
+        paths, train, val, weights = [], [], [], []  # one item per share of the mixture
         for s, entry in zip(stores, self.datasets):
             n_val = min(self.val_episodes, s.n_episodes - 1)
             cut = int(s.episode_ends[s.n_episodes - n_val - 1])
             frames = np.arange(cut)
-            if entry.first_frames is not None:
-                starts = np.r_[0, s.episode_ends[:-1]]
-                frames = frames[frames - starts[np.searchsorted(s.episode_ends, frames, side="right")]
-                                < entry.first_frames]
-            train.append(frames)
-            val.append(np.arange(cut, s.n_frames) if n_val else np.arange(cut))
-        paths = [s.path for s in stores]
+            in_episode = frames - np.r_[0, s.episode_ends[:-1]][np.searchsorted(s.episode_ends, frames, side="right")]
+            for first_frames, weight in entry.parts():
+                paths.append(s.path)
+                train.append(frames if first_frames is None else frames[in_episode < first_frames])
+                val.append(np.arange(cut, s.n_frames) if n_val else np.arange(cut))
+                weights.append(weight)
         self.train_set = WindowDataset(paths, train, self.processor)
         self.val_set = WindowDataset(paths, val, self.processor)
-        weights = [d.weight for d in self.datasets]
         self.train_weights = torch.cat([torch.full((len(f),), w / len(f), dtype=torch.double)
                                         for f, w in zip(train, weights)])
         rng = np.random.default_rng(self.seed)

@@ -12,10 +12,10 @@ import numpy as np
 import yaml
 
 from components.action_space import MAX_HORIZON, dim_mask, slot_indices
+from components.config_files import config_path
 from components.errors import CheckpointError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-EMBODIMENT_DIR = REPO_ROOT / "configs" / "embodiments"
+EMBODIMENT_DIR = config_path("embodiments")
 ACTION_KINDS = {
     "absolute_joints": "absolute joint positions",
     "ee_delta": "end-effector position deltas with a gripper command",

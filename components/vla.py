@@ -19,9 +19,9 @@ from torch import nn
 
 from components.backbone import Backbone, BackboneConfig
 from components.dit import DiT, DiTConfig
-from components.embodiment import REPO_ROOT
+from components.config_files import config_path
 
-MODEL_CONFIG_DIR = REPO_ROOT / "configs" / "model"
+MODEL_CONFIG_DIR = config_path("model")
 
 
 @dataclass

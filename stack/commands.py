@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from components.embodiment import REPO_ROOT, Embodiments
+from components.config_files import asset_path, config_path
+from components.embodiment import Embodiments
 
-TRAIN_CONFIG = REPO_ROOT / "configs" / "train" / "vla_tiny.yaml"
+#: ``vla-stack fit --config`` files of train_demo, in order: the shared base, then the demo's overlay
+TRAIN_CONFIGS = (config_path("train") / "base.yaml", config_path("train") / "vla_tiny.yaml")
 
 
 def synth(out_dir: str = "runs/data", episodes: int = 8, steps: int = 30, seed: int = 0,
@@ -136,7 +138,7 @@ def _loss_curve(log_root: Path) -> list[float]:
         return [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
 
 
-DEFAULT_POLICY = REPO_ROOT / "components" / "assets" / "default_policy"
+DEFAULT_POLICY = asset_path("default_policy")
 DEMO_TASKS = (  # (env id, share of the episodes, env kwargs)
     ("vla_stack/FetchReach-v0", 1.0, {}),
     ("vla_stack/WheeledHallway-v0", 1.0, {}),
@@ -177,7 +179,7 @@ def demo(episodes: int = 5, seed: int = 1000, out_dir: str = "runs/demo", policy
 def train_demo(steps: int = 300, episodes: int = 8) -> None:
     """Train the tiny VLA from nothing in a few minutes: write the small synthetic dataset, train
     jointly on all four embodiments, then sample one chunk per embodiment from the checkpoint.
-    Everything is written under ./runs (the paths of configs/train/vla_tiny.yaml).
+    Everything is written under ./runs (the paths of configs/train/vla_tiny.yaml, over base.yaml).
 
     Args:
         steps: training steps.
@@ -186,7 +188,7 @@ def train_demo(steps: int = 300, episodes: int = 8) -> None:
     from stack.cli import lightning_main
     synth(out_dir="runs/data", episodes=episodes)
     t0 = time.perf_counter()
-    lightning_main(["fit", "--config", str(TRAIN_CONFIG), "--trainer.max_steps", str(steps)])
+    lightning_main(["fit", *(a for c in TRAIN_CONFIGS for a in ("--config", str(c))), "--trainer.max_steps", str(steps)])
     losses = _loss_curve(Path("runs/vla_tiny"))
     if losses:
         print(f"\ntrained {steps} steps in {time.perf_counter() - t0:.0f} s: "

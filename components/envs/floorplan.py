@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-FLOORPLAN_DIR = Path(__file__).resolve().parents[2] / "configs" / "floorplans"
+from components.config_files import config_path
+
+FLOORPLAN_DIR = config_path("floorplans")
 MIN_ROOM_SIZE = 1.0  # the robot has a 0.4 m radius
 
 

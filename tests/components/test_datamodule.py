@@ -32,24 +32,48 @@ def test_first_frames_trains_on_the_start_of_each_episode_only(synthetic_stores)
         DatasetEntry(path, first_frames=0)
 
 
-def test_a_store_listed_again_with_first_frames_over_samples_its_starts_and_counts_once_in_the_stats(synthetic_stores):
+def test_oversampled_starts_count_once_in_the_stats_and_draw_their_share(synthetic_stores):
     path = synthetic_stores["fetch"]
     store = EpisodeStore.open(path)
     once = MixtureDataModule([DatasetEntry(path)], num_workers=0)
-    twice = MixtureDataModule([DatasetEntry(path, 1.0), DatasetEntry(path, 1.0, first_frames=1)],
-                              num_workers=0, samples_per_epoch=4000)
-    once.setup("fit"), twice.setup("fit")
-    a, b = twice.processor.stats("fetch")["action"], once.processor.stats("fetch")["action"]
-    assert a.count == b.count == store.n_frames
-    np.testing.assert_array_equal(a.q01, b.q01), np.testing.assert_array_equal(a.q99, b.q99)
+    listed_twice = MixtureDataModule([DatasetEntry(path), DatasetEntry(path, first_frames=1)], num_workers=0)
+    oversampled = MixtureDataModule([DatasetEntry(path, 1.0, oversample=[{"first_frames": 1, "weight": 1.0}])],
+                                    num_workers=0, samples_per_epoch=4000)
+    for dm in (once, listed_twice, oversampled):
+        dm.setup("fit")
+    b = once.processor.stats("fetch")["action"]
+    for a in (listed_twice.processor.stats("fetch")["action"], oversampled.processor.stats("fetch")["action"]):
+        assert a.count == b.count == store.n_frames
+        np.testing.assert_array_equal(a.q01, b.q01), np.testing.assert_array_equal(a.q99, b.q99)
     starts = set(np.r_[0, store.episode_ends[:-1]].tolist())
-    frames = [int(twice.train_set.frames[j][i - twice.train_set.offsets[j]])
-              for i in twice.train_dataloader().sampler
-              for j in [int(np.searchsorted(twice.train_set.offsets, i, side="right") - 1)]]
+    ds = oversampled.train_set
+    frames = [int(ds.frames[j][i - ds.offsets[j]])
+              for i in oversampled.train_dataloader().sampler
+              for j in [int(np.searchsorted(ds.offsets, i, side="right") - 1)]]
     share = np.mean([f in starts for f in frames])
     n_eps = len(starts)
-    expected = 0.5 + 0.5 * n_eps / store.n_frames  # the first_frames entry, plus starts drawn by the full one
+    expected = 0.5 + 0.5 * n_eps / store.n_frames  # the oversampled starts, plus starts drawn by the whole store
     assert abs(share - expected) < 0.05
+
+
+def test_oversample_draws_exactly_what_listing_the_store_again_with_first_frames_draws(synthetic_stores):
+    fetch, wheeled = synthetic_stores["fetch"], synthetic_stores["wheeled"]
+    listed = [DatasetEntry(fetch, 1.0), DatasetEntry(fetch, 0.4, first_frames=5), DatasetEntry(fetch, 0.3, first_frames=1),
+              DatasetEntry(wheeled, 0.5)]
+    oversampled = [DatasetEntry(fetch, 1.0, oversample=[{"first_frames": 5, "weight": 0.4}, {"first_frames": 1, "weight": 0.3}]),
+                   DatasetEntry(wheeled, 0.5)]
+    a, b = (MixtureDataModule(d, num_workers=0, samples_per_epoch=500, val_episodes=1) for d in (listed, oversampled))
+    a.setup("fit"), b.setup("fit")
+    assert a.train_set.paths == b.train_set.paths == [fetch] * 3 + [wheeled]
+    for x, y in [(a.train_set, b.train_set), (a.val_set, b.val_set)]:
+        np.testing.assert_array_equal(x.offsets, y.offsets)
+        for fx, fy in zip(x.frames, y.frames, strict=True):
+            np.testing.assert_array_equal(fx, fy)
+    np.testing.assert_array_equal(a.train_weights.numpy(), b.train_weights.numpy())
+    np.testing.assert_array_equal(a.val_indices, b.val_indices)
+    assert list(a.train_dataloader().sampler) == list(b.train_dataloader().sampler)
+    with pytest.raises(ValueError, match=f"{fetch}: first_frames must be a positive number of frames, got 0"):
+        DatasetEntry(fetch, oversample=[{"first_frames": 0, "weight": 1.0}])
 
 
 def test_batches_mix_embodiments_with_their_own_masks(datamodule):

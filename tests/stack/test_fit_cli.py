@@ -6,9 +6,11 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "configs" / "train" / "vla_tiny.yaml"
+TRAIN = REPO / "configs" / "train"
+CONFIG = ["--config", str(TRAIN / "base.yaml"), "--config", str(TRAIN / "vla_tiny.yaml")]  # README's `fit`
 
 
 def vla_stack(args, cwd, timeout=600):
@@ -19,7 +21,7 @@ def vla_stack(args, cwd, timeout=600):
 
 def fit_args(stores, *extra):
     datasets = json.dumps([{"path": stores[n], "weight": 1.0} for n in ("fetch", "wheeled")])
-    return ["fit", "--config", str(CONFIG), f"--data.datasets={datasets}", "--data.batch_size=4",
+    return ["fit", *CONFIG, f"--data.datasets={datasets}", "--data.batch_size=4",
             "--data.num_workers=0", "--trainer.limit_val_batches=0", "--trainer.log_every_n_steps=1", *extra]
 
 
@@ -58,7 +60,18 @@ def test_fit_runs_two_steps_of_ddp_on_cpu(synthetic_stores, tmp_path):
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
-    run = vla_stack(["fit", "--config", str(CONFIG), '--data.datasets=[{"path": "nowhere.zarr"}]',
+    run = vla_stack(["fit", *CONFIG, '--data.datasets=[{"path": "nowhere.zarr"}]',
                      "--trainer.max_steps=1"], tmp_path)
     assert run.returncode != 0
     assert "data.datasets: episode store 'nowhere.zarr' does not exist" in run.stderr
+
+
+def test_the_shipped_recipe_resolves_over_base_to_its_26_shares(tmp_path):
+    run = vla_stack(["fit", "--config", str(TRAIN / "base.yaml"), "--config", str(TRAIN / "generalist_tiny.yaml"),
+                     "--print_config"], tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    config = yaml.safe_load(run.stdout)
+    datasets = config["data"]["datasets"]
+    assert (len(datasets), sum(len(d["oversample"]) for d in datasets)) == (10, 16)  # stage 10 as trained: 26 shares
+    assert config["trainer"]["max_steps"] == 8500 and config["data"]["batch_size"] == 16  # overlay and base
+    assert config["model"]["init_from"] == "runs/g17/pretrained" and config["seed_everything"] == 0
