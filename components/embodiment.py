@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 
 from components.action_space import MAX_HORIZON, dim_mask, slot_indices
+from components.errors import VLAStackError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EMBODIMENT_DIR = REPO_ROOT / "configs" / "embodiments"
@@ -23,7 +24,7 @@ ACTION_KINDS = {
 }
 
 
-class EmbodimentError(ValueError):
+class EmbodimentError(VLAStackError, ValueError):
     """A spec, or data claimed to belong to a spec, is inconsistent with it."""
 
 
@@ -228,9 +229,13 @@ class Embodiments:
 
     @classmethod
     def load(cls, path: str | Path) -> "Embodiments":
-        with open(path) as f:
-            raw = yaml.safe_load(f)
-        return cls([spec_from_dict(r, source=f"{path}:{r.get('name')}") for r in raw["embodiments"]])
+        try:
+            with open(path) as f:
+                entries = list(yaml.safe_load(f)["embodiments"])
+        except (yaml.YAMLError, KeyError, TypeError) as err:
+            raise EmbodimentError(f"{path}: expected YAML with a list 'embodiments' of specs "
+                                  f"({type(err).__name__}: {err})") from None
+        return cls([spec_from_dict(r, source=f"{path}:{r.get('name')}") for r in entries])
 
     def save(self, path: str | Path) -> None:
         with open(path, "w") as f:

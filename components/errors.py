@@ -20,6 +20,10 @@ class ConfigError(VLAStackError, ValueError):
     """A configuration (training YAML, model config) that names something wrong or missing."""
 
 
+class ConfigNotFoundError(ConfigError, FileNotFoundError):
+    """A configuration file or preset that does not exist."""
+
+
 class CheckpointError(VLAStackError, ValueError):
     """A checkpoint directory that cannot be loaded: missing, truncated, edited or mismatched files."""
 

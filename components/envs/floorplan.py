@@ -32,11 +32,13 @@ from typing import Any
 import numpy as np
 import yaml
 
+from components.errors import VLAStackError
+
 FLOORPLAN_DIR = Path(__file__).resolve().parents[2] / "configs" / "floorplans"
 MIN_ROOM_SIZE = 1.0  # the robot has a 0.4 m radius
 
 
-class FloorPlanError(ValueError):
+class FloorPlanError(VLAStackError, ValueError):
     """A floor plan that cannot be built; the message names the file and the offending item."""
 
 
@@ -336,11 +338,11 @@ def resolve_floorplan_path(name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.exists():
-            raise FileNotFoundError(f"floor plan file not found: {p}")
+            raise FloorPlanError(f"floor plan file not found: {p}")
         return p
     cand = FLOORPLAN_DIR / f"{name_or_path}.yaml"
     if not cand.exists():
-        raise FileNotFoundError(
+        raise FloorPlanError(
             f"unknown floor plan {str(name_or_path)!r}: no {cand}; available: {list_floorplans()}"
         )
     return cand
