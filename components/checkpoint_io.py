@@ -41,9 +41,9 @@ def require_files(directory: str | Path, files: tuple[str, ...] = POLICY_FILES) 
     present = sorted(p.name for p in directory.iterdir())
     missing = [f for f in files if not (directory / f).exists()]
     if missing:
-        found = f"it has {present}" if present else "the directory is empty"
+        found = f"it has {', '.join(present)}; {expected}" if present else "it is empty"
         raise CheckpointNotFoundError(f"'{directory}' is not a VLA checkpoint directory: no {', '.join(missing)} "
-                                      f"({found}; {expected}); {RECOVER}")
+                                      f"({found}); {RECOVER}")
     return directory
 
 

@@ -72,8 +72,8 @@ def open_checked_stores(paths: list[str], where: str = "data.datasets",
     stores = []
     for i, path in enumerate(paths):
         if not Path(path).exists():
-            raise StoreNotFoundError(f"{where}: episode store '{path}' does not exist "
-                                     f"({where}[{i}]; expected a store written by vla-stack collect or synth)")
+            raise StoreNotFoundError(f"{where}: episode store '{path}' does not exist (expected a store written "
+                                     f"by vla-stack collect or synth)")
         try:
             stores.append(EpisodeStore.open(path, skip_damaged=skip_damaged))
         except StoreError as err:
@@ -81,7 +81,7 @@ def open_checked_stores(paths: list[str], where: str = "data.datasets",
     embodiments = Embodiments.from_config_dir(sorted({s.embodiment for s in stores}))
     for s in stores:
         for episode, why in s.skipped.items():
-            warnings.warn(f"skipping damaged episode {episode} of {s.path}: {why}", stacklevel=2)
+            warnings.warn(f"skipping damaged episode {episode}: {why}", stacklevel=2)
         if s.skipped and len(s.skipped) == s.n_episodes:
             raise StoreError(f"{where}: every episode of {s.path} is damaged; nothing is left to train on: "
                              "collect the data again")

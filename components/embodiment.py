@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 
 from components.action_space import MAX_HORIZON, dim_mask, slot_indices
-from components.errors import VLAStackError
+from components.errors import VLAStackError, yaml_problem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EMBODIMENT_DIR = REPO_ROOT / "configs" / "embodiments"
@@ -233,8 +233,8 @@ class Embodiments:
             with open(path) as f:
                 entries = list(yaml.safe_load(f)["embodiments"])
         except (yaml.YAMLError, KeyError, TypeError) as err:
-            raise EmbodimentError(f"{path}: expected YAML with a list 'embodiments' of specs "
-                                  f"({type(err).__name__}: {err})") from None
+            problem = yaml_problem(err) if isinstance(err, yaml.YAMLError) else f"{type(err).__name__}: {err}"
+            raise EmbodimentError(f"{path}: expected YAML with a list 'embodiments' of specs ({problem})") from None
         return cls([spec_from_dict(r, source=f"{path}:{r.get('name')}") for r in entries])
 
     def save(self, path: str | Path) -> None:

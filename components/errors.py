@@ -38,3 +38,11 @@ class StoreError(VLAStackError, ValueError):
 
 class StoreNotFoundError(StoreError, FileNotFoundError):
     """An episode store that does not exist."""
+
+
+def yaml_problem(err: Exception) -> str:
+    """A YAML parse error in one line (``line L, column C: problem``) for a user-error message;
+    PyYAML's own text spans several lines with a caret drawing."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem

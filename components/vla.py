@@ -21,7 +21,7 @@ from components.backbone import Backbone, BackboneConfig
 from components.checkpoint_io import RECOVER, reading, require_files
 from components.dit import DiT, DiTConfig
 from components.embodiment import REPO_ROOT
-from components.errors import CheckpointError, ConfigError, ConfigNotFoundError
+from components.errors import CheckpointError, ConfigError, ConfigNotFoundError, yaml_problem
 
 MODEL_CONFIG_DIR = REPO_ROOT / "configs" / "model"
 
@@ -68,7 +68,7 @@ def load_model_config(name_or_path: str, overrides: dict | None = None) -> VLACo
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"model config {path}: invalid YAML: {err}") from None
+        raise ConfigError(f"model config {path}: invalid YAML: {yaml_problem(err)}") from None
     for section, values in (overrides or {}).items():
         if isinstance(values, dict):
             raw.setdefault(section, {}).update(values)

@@ -32,6 +32,8 @@ BUG_EXIT = 1
 
 
 def lightning_main(args: list[str]) -> None:
+    import warnings
+
     from lightning.pytorch.cli import LightningCLI
 
     from components.datamodule import MixtureDataModule
@@ -41,6 +43,8 @@ def lightning_main(args: list[str]) -> None:
         def add_arguments_to_parser(self, parser):
             parser.link_arguments("model.model", "data.model")
 
+    # the arguments are given on purpose (main() has taken --debug out of them)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     VLACLI(VLAModule, MixtureDataModule, args=args, save_config_kwargs={"overwrite": True})
 
 
@@ -99,13 +103,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def user_message(err: BaseException) -> str:
-    """The message of a user error, without the worker traceback a DataLoader worker adds when it
-    re-raises an error in the main process (``Caught X in DataLoader worker ... Original Traceback``)."""
+    """The message of a user error as one paragraph, without the worker traceback that a DataLoader
+    worker adds when it re-raises an error in the main process (``Caught X in DataLoader worker
+    ... Original Traceback``)."""
     text = str(err)
     if "\nOriginal Traceback" in text:
         last = text.rstrip().splitlines()[-1]
         text = last.split(": ", 1)[1] if last.startswith(f"{type(err).__module__}.{type(err).__name__}: ") else last
-    return text
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from components.errors import VLAStackError
+from components.errors import VLAStackError, yaml_problem
 
 FLOORPLAN_DIR = Path(__file__).resolve().parents[2] / "configs" / "floorplans"
 MIN_ROOM_SIZE = 1.0  # the robot has a 0.4 m radius
@@ -354,7 +354,7 @@ def load_floorplan(name_or_path: str | Path) -> FloorPlan:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise FloorPlanError(f"{path}: invalid YAML: {e}") from None
+        raise FloorPlanError(f"{path}: invalid YAML: {yaml_problem(e)}") from None
     return parse_floorplan(data, source=str(path), name=path.stem)
 
 
