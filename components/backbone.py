@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, Qwen2VLImageProcessorPil
 
+from components.errors import ConfigNotFoundError
 from components.tokenizer import TINY_TOKENIZER_DIR
 
 
@@ -43,7 +44,7 @@ class Backbone(nn.Module):
         self.config = config
         if config.source == "path":
             if not config.path or not Path(config.path, "config.json").exists():
-                raise FileNotFoundError(
+                raise ConfigNotFoundError(
                     f"backbone path '{config.path}' is not a transformers checkpoint directory "
                     f"(expected a config.json there)")
             if load_weights and hf_config is None:

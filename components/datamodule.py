@@ -1,6 +1,7 @@
 """Training data: windows from several episode stores, mixed by weight across embodiments and tasks."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from components import action_space
 from components.backbone import load_tokenizer, make_image_processor
 from components.embodiment import Embodiments
 from components.episode_store import EpisodeStore
+from components.errors import ConfigError, StoreError, StoreNotFoundError
 from components.normalization import NormStats, compute_stats, load_stats
 from components.processor import VLAProcessor
 from components.vla import load_model_config
@@ -41,8 +43,8 @@ class DatasetEntry:
         self.oversample = [o if isinstance(o, Oversample) else Oversample(**o) for o in self.oversample]
         for first_frames in [self.first_frames] + [o.first_frames for o in self.oversample]:
             if first_frames is not None and int(first_frames) < 1:
-                raise ValueError(f"data.datasets: {self.path}: first_frames must be a positive number of frames, "
-                                 f"got {first_frames}")
+                raise ConfigError(f"data.datasets: {self.path}: first_frames must be a positive number of frames, "
+                                  f"got {first_frames}")
 
     def parts(self) -> list[tuple[int | None, float]]:
         """``(first_frames, weight)`` of each share this entry adds to the mixture, in order: its
@@ -51,8 +53,17 @@ class DatasetEntry:
 
 
 def _lowdim(store: EpisodeStore, key: str) -> np.ndarray:
+    """``[N, width]`` rows of a small array, leaving out the frames of skipped damaged episodes."""
     values = store.lowdim(key)
+    if store.skipped:
+        values = values[usable_frames(store)]
     return values.reshape(-1, values.shape[-1])
+
+
+def usable_frames(store: EpisodeStore) -> np.ndarray:
+    """bool [n_frames]: False on the frames of the episodes the store skips (damaged ones)."""
+    episode = np.searchsorted(store.episode_ends, np.arange(store.n_frames), side="right")
+    return ~np.isin(episode, list(store.skipped))
 
 
 def check_store(store: EpisodeStore, embodiments: Embodiments) -> None:
@@ -60,22 +71,37 @@ def check_store(store: EpisodeStore, embodiments: Embodiments) -> None:
     spec = embodiments[store.embodiment]
     missing = [c for c in spec.camera_names if c not in store.cameras]
     if missing:
-        raise ValueError(f"{store.path}: embodiment '{spec.name}' needs camera(s) {missing}, "
+        raise StoreError(f"{store.path}: embodiment '{spec.name}' needs camera(s) {missing}, "
                          f"the store has {store.cameras}")
     spec.check_range("action", _lowdim(store, "action"), store.path)
     if spec.state_dim:
         spec.check_range("state", _lowdim(store, "state"), store.path)
 
 
-def open_checked_stores(paths: list[str], where: str = "data.datasets") -> tuple[list[EpisodeStore], Embodiments]:
-    """Open episode stores and check each against its embodiment spec (cameras, widths, ranges)."""
+def open_checked_stores(paths: list[str], where: str = "data.datasets",
+                        skip_damaged: bool = False) -> tuple[list[EpisodeStore], Embodiments]:
+    """Open episode stores and check each against its embodiment spec (cameras, widths, ranges).
+
+    ``skip_damaged``: read every chunk once and leave out the episodes with an unreadable one
+    (``store.skipped``), with a warning naming each; otherwise the first damaged chunk read is a
+    StoreError that says how to recover.
+    """
     stores = []
-    for path in paths:
+    for i, path in enumerate(paths):
         if not Path(path).exists():
-            raise FileNotFoundError(f"{where}: episode store '{path}' does not exist")
-        stores.append(EpisodeStore.open(path))
+            raise StoreNotFoundError(f"{where}: episode store '{path}' does not exist (expected a store written "
+                                     f"by vla-stack collect or synth)")
+        try:
+            stores.append(EpisodeStore.open(path, skip_damaged=skip_damaged))
+        except StoreError as err:
+            raise StoreError(f"{where}[{i}]: {err}") from err
     embodiments = Embodiments.from_config_dir(sorted({s.embodiment for s in stores}))
     for s in stores:
+        for episode, why in s.skipped.items():
+            warnings.warn(f"skipping damaged episode {episode}: {why}", stacklevel=2)
+        if s.skipped and len(s.skipped) == s.n_episodes:
+            raise StoreError(f"{where}: every episode of {s.path} is damaged; nothing is left to train on: "
+                             "collect the data again")
         check_store(s, embodiments)
     return stores, embodiments
 
@@ -99,11 +125,13 @@ def compute_embodiment_stats(stores: list[EpisodeStore], embodiments: Embodiment
 class WindowDataset(Dataset):
     """Item ``i`` -> one processed sample: observation at frame t and the action chunk from t."""
 
-    def __init__(self, paths: list[str], frames: list[np.ndarray], processor: VLAProcessor):
+    def __init__(self, paths: list[str], frames: list[np.ndarray], processor: VLAProcessor,
+                 skip_damaged: bool = False):
         self.paths = paths
         self.frames = frames  # per store: the global frame indices this split may use
         self.offsets = np.cumsum([0] + [len(f) for f in frames])
         self.processor = processor
+        self.skip_damaged = skip_damaged  # the frames leave out damaged episodes; their rows may not read
         self._stores: dict[int, EpisodeStore] = {}  # opened lazily: each worker opens its own
 
     def __len__(self) -> int:
@@ -111,7 +139,7 @@ class WindowDataset(Dataset):
 
     def store(self, j: int) -> EpisodeStore:
         if j not in self._stores:
-            self._stores[j] = EpisodeStore.open(self.paths[j])
+            self._stores[j] = EpisodeStore.open(self.paths[j], skip_damaged=self.skip_damaged)
         return self._stores[j]
 
     def __getitem__(self, i: int) -> dict:
@@ -134,14 +162,18 @@ class MixtureDataModule(L.LightningDataModule):
 
     ``val_episodes``: the last N episodes of each store are held out for validation/test; 0 uses
     (a fixed subset of) the training frames, which is what an overfitting check wants.
+    ``skip_damaged_episodes``: leave out, with a warning, the episodes of a store with an
+    unreadable chunk (found by reading every chunk once at setup); by default a damaged chunk is
+    an error naming the store, array and episodes.
     """
 
     def __init__(self, datasets: list[DatasetEntry], model: str = "tiny", batch_size: int = 16,
                  num_workers: int = 2, samples_per_epoch: int = 1024, val_episodes: int = 0,
-                 val_samples: int = 64, norm_stats: str | None = None, seed: int = 0):
+                 val_samples: int = 64, norm_stats: str | None = None, seed: int = 0,
+                 skip_damaged_episodes: bool = False):
         super().__init__()
         if not datasets:
-            raise ValueError("data.datasets is empty: give at least one {path, weight} episode store")
+            raise ConfigError("data.datasets is empty: give at least one {path, weight} episode store")
         self.datasets = [d if isinstance(d, DatasetEntry) else DatasetEntry(**d) for d in datasets]
         self.model = model
         self.batch_size = batch_size
@@ -151,12 +183,14 @@ class MixtureDataModule(L.LightningDataModule):
         self.val_samples = val_samples
         self.norm_stats_path = norm_stats
         self.seed = seed
+        self.skip_damaged_episodes = skip_damaged_episodes
         self.processor: VLAProcessor | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.processor is not None:
             return
-        stores, embodiments = open_checked_stores([d.path for d in self.datasets])
+        stores, embodiments = open_checked_stores([d.path for d in self.datasets],
+                                                  skip_damaged=self.skip_damaged_episodes)
         stats = (load_stats(self.norm_stats_path) if self.norm_stats_path
                  else compute_embodiment_stats(stores, embodiments))
         cfg = load_model_config(self.model).backbone
@@ -168,13 +202,21 @@ class MixtureDataModule(L.LightningDataModule):
             cut = int(s.episode_ends[s.n_episodes - n_val - 1])
             frames = np.arange(cut)
             in_episode = frames - np.r_[0, s.episode_ends[:-1]][np.searchsorted(s.episode_ends, frames, side="right")]
+            val_frames = np.arange(cut, s.n_frames) if n_val else np.arange(cut)
+            if s.skipped:
+                usable = usable_frames(s)
+                keep = usable[frames]
+                frames, in_episode, val_frames = frames[keep], in_episode[keep], val_frames[usable[val_frames]]
+                if not len(frames):
+                    raise StoreError(f"{s.path}: no training frames left after skipping its damaged episodes "
+                                     f"{sorted(s.skipped)}; collect the data again")
             for first_frames, weight in entry.parts():
                 paths.append(s.path)
                 train.append(frames if first_frames is None else frames[in_episode < first_frames])
-                val.append(np.arange(cut, s.n_frames) if n_val else np.arange(cut))
+                val.append(val_frames)
                 weights.append(weight)
-        self.train_set = WindowDataset(paths, train, self.processor)
-        self.val_set = WindowDataset(paths, val, self.processor)
+        self.train_set = WindowDataset(paths, train, self.processor, self.skip_damaged_episodes)
+        self.val_set = WindowDataset(paths, val, self.processor, self.skip_damaged_episodes)
         self.train_weights = torch.cat([torch.full((len(f),), w / len(f), dtype=torch.double)
                                         for f, w in zip(train, weights)])
         rng = np.random.default_rng(self.seed)

@@ -13,7 +13,7 @@ import yaml
 
 from components.action_space import MAX_HORIZON, dim_mask, slot_indices
 from components.config_files import config_path
-from components.errors import CheckpointError
+from components.errors import CheckpointError, VLAStackError, yaml_problem
 
 EMBODIMENT_DIR = config_path("embodiments")
 ACTION_KINDS = {
@@ -24,7 +24,7 @@ ACTION_KINDS = {
 }
 
 
-class EmbodimentError(ValueError):
+class EmbodimentError(VLAStackError, ValueError):
     """A spec, or data claimed to belong to a spec, is inconsistent with it."""
 
 
@@ -284,9 +284,13 @@ class Embodiments:
 
     @classmethod
     def load(cls, path: str | Path) -> "Embodiments":
-        with open(path) as f:
-            raw = yaml.safe_load(f)
-        return cls([spec_from_dict(r, source=f"{path}:{r.get('name')}") for r in raw["embodiments"]])
+        try:
+            with open(path) as f:
+                entries = list(yaml.safe_load(f)["embodiments"])
+        except (yaml.YAMLError, KeyError, TypeError) as err:
+            problem = yaml_problem(err) if isinstance(err, yaml.YAMLError) else f"{type(err).__name__}: {err}"
+            raise EmbodimentError(f"{path}: expected YAML with a list 'embodiments' of specs ({problem})") from None
+        return cls([spec_from_dict(r, source=f"{path}:{r.get('name')}") for r in entries])
 
     def save(self, path: str | Path) -> None:
         with open(path, "w") as f:

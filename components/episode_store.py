@@ -19,11 +19,14 @@ zarr's LocalStore is atomic (temp file + rename), so each step either happened o
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
+
+from components.errors import StoreError, StoreNotFoundError
 
 FORMAT_VERSION = 1
 IMAGE_CHUNK_FRAMES = 100
@@ -49,6 +52,22 @@ def _valid_prefix(ends: np.ndarray) -> np.ndarray:
     return ends[: bad[0]] if bad.size else ends
 
 
+@dataclass(frozen=True)
+class _Damage:
+    """An unreadable chunk of ``data/<key>``: frames ``start..stop-1`` of ``episodes``."""
+
+    key: str
+    start: int
+    stop: int
+    episodes: list[int]
+    file: str
+    error: str
+
+    def describe(self, store: str) -> str:
+        return (f"episode store {store}: data/{self.key} frames {self.start}..{self.stop - 1} (episode(s) "
+                f"{self.episodes}) cannot be read from {self.file} ({self.error})")
+
+
 class EpisodeStore:
     """Episodes appended to, and read from, one zarr v3 group.
 
@@ -56,19 +75,25 @@ class EpisodeStore:
     them to episodes. Use :meth:`create` or :meth:`open`, not the constructor.
     """
 
-    def __init__(self, root: zarr.Group, path: str, mode: str):
+    def __init__(self, root: zarr.Group, path: str, mode: str, skip_damaged: bool = False):
         self._root = root
         self.path = path
         self._mode = mode
+        self._skip_damaged = skip_damaged
+        self._skipped: dict[int, str] | None = None
         attrs = root.attrs
         self.embodiment: str = attrs["embodiment"]
         self.fps: float = float(attrs["fps"])
         self.cameras: list[str] = list(attrs["cameras"])
-        stored_ends = np.asarray(root["meta/episode_ends"][:], dtype=np.int64)
+        try:
+            stored_ends = np.asarray(root["meta/episode_ends"][:], dtype=np.int64)
+        except Exception as err:
+            raise StoreError(f"episode store {path}: its index meta/episode_ends cannot be read ({err}); without "
+                             "it no episode can be found: collect the data again into a new store") from err
         self._ends = _valid_prefix(stored_ends)
         instructions = list(attrs.get("instructions", []))
         if len(instructions) < self.n_episodes:
-            raise ValueError(
+            raise StoreError(
                 f"episode store {path}: {self.n_episodes} committed episodes but only "
                 f"{len(instructions)} instructions; the store is corrupt"
             )
@@ -80,7 +105,7 @@ class EpisodeStore:
         }
         for key, array in self._arrays.items():
             if array.shape[0] < self.n_frames:
-                raise ValueError(
+                raise StoreError(
                     f"episode store {path}: data/{key} has {array.shape[0]} rows but "
                     f"episode_ends commits {self.n_frames}; the store is corrupt"
                 )
@@ -106,7 +131,7 @@ class EpisodeStore:
                 f"episode store {path} already exists; pass overwrite=True to replace it"
             )
         if len(set(cameras)) != len(cameras):
-            raise ValueError(f"episode store {path}: duplicate camera names in {cameras}")
+            raise StoreError(f"episode store {path}: duplicate camera names in {cameras}")
         root = zarr.open_group(str(path), mode="w")
         root.create_array(
             "meta/episode_ends", shape=(0,), chunks=(1024,), dtype="int64", fill_value=0
@@ -123,31 +148,34 @@ class EpisodeStore:
         return cls(root, str(path), "a")
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r") -> EpisodeStore:
+    def open(cls, path: str | Path, mode: str = "r", skip_damaged: bool = False) -> EpisodeStore:
         """Open an existing store, read-only (``"r"``) or for appending (``"a"``).
 
         Opening for appending discards what a killed writer left past the last episode.
+        ``skip_damaged``: :meth:`lowdim` fills the rows of unreadable chunks (NaN, or 0 for
+        integers) instead of raising; they belong to the episodes in :attr:`skipped`, which the
+        reader then leaves out.
         """
         if mode not in ("r", "a"):
-            raise ValueError(f"episode store {path}: mode must be 'r' or 'a', got {mode!r}")
+            raise StoreError(f"episode store {path}: mode must be 'r' or 'a', got {mode!r}")
         if not Path(path).exists():
-            raise FileNotFoundError(f"episode store {path} does not exist")
+            raise StoreNotFoundError(f"episode store {path} does not exist")
         try:
             root = zarr.open_group(str(path), mode="r" if mode == "r" else "r+")
         except (FileNotFoundError, ValueError) as err:
-            raise ValueError(f"{path} is not an episode store (no zarr group): {err}") from err
+            raise StoreError(f"{path} is not an episode store (no zarr group): {err}") from err
         version = root.attrs.get("format_version")
         if version is None or "meta/episode_ends" not in root:
-            raise ValueError(
+            raise StoreError(
                 f"{path} is not an episode store (no format_version attribute or "
                 "meta/episode_ends)"
             )
         if version != FORMAT_VERSION:
-            raise ValueError(
+            raise StoreError(
                 f"episode store {path} has format_version {version}; "
                 f"this code reads {FORMAT_VERSION}"
             )
-        return cls(root, str(path), mode)
+        return cls(root, str(path), mode, skip_damaged)
 
     # ------------------------------------------------------------------ properties
 
@@ -199,7 +227,7 @@ class EpisodeStore:
         use it to kill the writer at the worst moment.
         """
         if self._mode != "a":
-            raise ValueError(f"episode store {self.path} is open read-only; open it with mode='a'")
+            raise StoreError(f"episode store {self.path} is open read-only; open it with mode='a'")
         self._discard_uncommitted()
         frames = self._validate(episode)
         n_new = next(iter(frames.values())).shape[0]
@@ -258,18 +286,18 @@ class EpisodeStore:
         where = f"episode store {self.path}"
         for key in ("action", "state", "images"):
             if key not in episode:
-                raise ValueError(f"{where}: episode has no {key!r} entry")
+                raise StoreError(f"{where}: episode has no {key!r} entry")
         for key in _RESERVED_KEYS:
             if key in episode:
-                raise ValueError(f"{where}: {key!r} is passed as an argument, not an episode key")
+                raise StoreError(f"{where}: {key!r} is passed as an argument, not an episode key")
 
         images = episode["images"]
         if not isinstance(images, Mapping):
-            raise ValueError(f"{where}: 'images' must map camera name to [T, H, W, 3] uint8")
+            raise StoreError(f"{where}: 'images' must map camera name to [T, H, W, 3] uint8")
         missing = sorted(set(self.cameras) - set(images))
         undeclared = sorted(set(images) - set(self.cameras))
         if missing or undeclared:
-            raise ValueError(
+            raise StoreError(
                 f"{where}: store cameras are {self.cameras}; episode is missing {missing} "
                 f"and has undeclared {undeclared}"
             )
@@ -279,13 +307,13 @@ class EpisodeStore:
             values = np.asarray(episode[key], dtype=np.float32)
             expected_ndim = (2, 3) if key == "action" else (2,)
             if values.ndim not in expected_ndim:
-                raise ValueError(
+                raise StoreError(
                     f"{where}: {key!r} must have {' or '.join(map(str, expected_ndim))} dims, "
                     f"got shape {values.shape}"
                 )
             finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
             if not finite.all():
-                raise ValueError(
+                raise StoreError(
                     f"{where}: {key!r} has non-finite values, first at frame "
                     f"{int(np.argmin(finite))}"
                 )
@@ -293,7 +321,7 @@ class EpisodeStore:
         for camera in self.cameras:
             values = np.asarray(images[camera])
             if values.dtype != np.uint8 or values.ndim != 4 or values.shape[-1] != 3:
-                raise ValueError(
+                raise StoreError(
                     f"{where}: images/{camera} must be uint8 [T, H, W, 3], "
                     f"got {values.dtype} {values.shape}"
                 )
@@ -302,30 +330,30 @@ class EpisodeStore:
             if key not in ("action", "state", "images"):
                 values = np.asarray(value)
                 if values.ndim == 0:
-                    raise ValueError(f"{where}: extra key {key!r} must be per frame [T, ...]")
+                    raise StoreError(f"{where}: extra key {key!r} must be per frame [T, ...]")
                 frames[key] = values
 
         lengths = {key: values.shape[0] for key, values in frames.items()}
         if len(set(lengths.values())) != 1 or lengths["action"] == 0:
-            raise ValueError(f"{where}: every array needs the same T > 0 frames, got {lengths}")
+            raise StoreError(f"{where}: every array needs the same T > 0 frames, got {lengths}")
 
         if self._arrays:
             missing = sorted(set(self._arrays) - set(frames))
             extra = sorted(set(frames) - set(self._arrays))
             if missing or extra:
-                raise ValueError(
+                raise StoreError(
                     f"{where}: episode keys differ from the stored ones; missing {missing}, "
                     f"not in the store {extra}"
                 )
             for key, values in frames.items():
                 array = self._arrays[key]
                 if values.shape[1:] != array.shape[1:]:
-                    raise ValueError(
+                    raise StoreError(
                         f"{where}: {key!r} expects per-frame shape {array.shape[1:]} "
                         f"(from the first episode), got {values.shape[1:]}"
                     )
                 if not np.can_cast(values.dtype, array.dtype, casting="same_kind"):
-                    raise ValueError(
+                    raise StoreError(
                         f"{where}: {key!r} is stored as {array.dtype}, got {values.dtype}"
                     )
                 frames[key] = values.astype(array.dtype, copy=False)
@@ -391,8 +419,67 @@ class EpisodeStore:
     def lowdim(self, key: str) -> np.ndarray:
         """Committed rows of a small array, read once and kept in memory."""
         if key not in self._lowdim_cache:
-            self._lowdim_cache[key] = self._arrays[key][: self.n_frames]
+            self._lowdim_cache[key] = self._rows(key, slice(0, self.n_frames), fill=self._skip_damaged)
         return self._lowdim_cache[key]
+
+    @property
+    def skipped(self) -> dict[int, str]:
+        """``{episode: why}`` that this reader leaves out: opened with ``skip_damaged``, the episodes
+        with an unreadable chunk (every chunk is read once, on first use); otherwise none."""
+        if self._skipped is None:
+            self._skipped = self.damaged_episodes() if self._skip_damaged else {}
+        return self._skipped
+
+    def damaged_episodes(self, keys: list[str] | None = None) -> dict[int, str]:
+        """``{episode: why}`` for every episode with frames in a chunk of ``keys`` (default: all
+        arrays) that cannot be read. Reads each chunk once: one pass over the store."""
+        damaged: dict[int, str] = {}
+        for key in self.keys if keys is None else keys:
+            for damage in self._damage(key, slice(0, self.n_frames)):
+                for episode in damage.episodes:
+                    damaged.setdefault(episode, damage.describe(self.path))
+        return dict(sorted(damaged.items()))
+
+    def _rows(self, key: str, rows: int | slice, fill: bool = False) -> np.ndarray:
+        """``data/<key>[rows]``; a damaged chunk is a StoreError naming the array, frames and
+        episodes (or, with ``fill``, rows of NaN / 0 in its place)."""
+        array = self._arrays[key]
+        try:
+            return array[rows]
+        except Exception as err:  # zarr/zstd report a damaged chunk as RuntimeError, ValueError, ...
+            damage = self._damage(key, rows if isinstance(rows, slice) else slice(rows, rows + 1))
+            if not damage:
+                raise
+            if not fill:
+                raise StoreError(f"{damage[0].describe(self.path)}. Recover: collect these episodes again (into a "
+                                 "new store with `vla-stack collect`), or leave them out: training skips damaged "
+                                 "episodes, with a warning, given --data.skip_damaged_episodes=true") from err
+        dtype = np.dtype(array.dtype)
+        out = np.full((rows.stop - rows.start, *array.shape[1:]), np.nan if dtype.kind == "f" else 0, dtype)
+        unreadable = {d.start for d in damage}
+        size = array.chunks[0]
+        for lo in range(rows.start - rows.start % size, rows.stop, size):
+            if lo not in unreadable:
+                a, b = max(lo, rows.start), min(lo + size, rows.stop)
+                out[a - rows.start: b - rows.start] = array[a:b]
+        return out
+
+    def _damage(self, key: str, rows: slice) -> list[_Damage]:
+        """The chunks of ``data/<key>`` overlapping ``rows`` that cannot be read."""
+        array = self._arrays[key]
+        size = array.chunks[0]
+        start, stop = rows.start or 0, min(rows.stop, self.n_frames)
+        found = []
+        for chunk in range(start // size, -(-stop // size)):
+            lo, hi = chunk * size, min((chunk + 1) * size, self.n_frames)
+            try:
+                array[lo:hi]
+            except Exception as err:
+                first, last = (int(np.searchsorted(self._ends, t, side="right")) for t in (lo, hi - 1))
+                coords = (chunk,) + (0,) * (array.ndim - 1)
+                file = Path(self.path, array.path, array.metadata.chunk_key_encoding.encode_chunk_key(coords))
+                found.append(_Damage(key, lo, hi, list(range(first, last + 1)), str(file), f"{type(err).__name__}: {err}"))
+        return found
 
     def _read(self, rows: int | slice, keys: list[str]) -> dict:
         out: dict = {}
@@ -404,7 +491,7 @@ class EpisodeStore:
             if key in _LOWDIM_KEYS:
                 values = np.array(self.lowdim(key)[rows])  # a copy: callers may write to it
             else:
-                values = self._arrays[key][rows]
+                values = self._rows(key, rows)
             if key.startswith("images/"):
                 out.setdefault("images", {})[key[len("images/") :]] = values
             else:

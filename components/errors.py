@@ -20,6 +20,10 @@ class ConfigError(VLAStackError, ValueError):
     """A configuration (training YAML, model config) that names something wrong or missing."""
 
 
+class ConfigNotFoundError(ConfigError, FileNotFoundError):
+    """A configuration file or preset that does not exist."""
+
+
 class CheckpointError(VLAStackError, ValueError):
     """A checkpoint directory that cannot be loaded: missing, truncated, edited or mismatched files."""
 
@@ -34,3 +38,11 @@ class StoreError(VLAStackError, ValueError):
 
 class StoreNotFoundError(StoreError, FileNotFoundError):
     """An episode store that does not exist."""
+
+
+def yaml_problem(err: Exception) -> str:
+    """A YAML parse error in one line (``line L, column C: problem``) for a user-error message;
+    PyYAML's own text spans several lines with a caret drawing."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem

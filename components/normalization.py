@@ -19,6 +19,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from components.errors import CheckpointError, CheckpointNotFoundError
+
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
@@ -154,16 +156,35 @@ def save_stats(path: str | Path, stats: dict[str, dict[str, NormStats]]) -> str:
 def load_stats(
     path: str | Path, expected_sha256: str | None = None
 ) -> dict[str, dict[str, NormStats]]:
-    """Read a file written by :func:`save_stats`, checking its digest when one is expected."""
-    text = Path(path).read_bytes().decode("utf-8")
+    """Read a file written by :func:`save_stats`, checking its digest when one is expected.
+
+    A missing, edited or unparsable file is a CheckpointError naming it and saying what to do.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"{path}: no normalization statistics file there (written by "
+                                      "`vla-stack stats` or with the checkpoint)")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{path}: not a normalization statistics file (not UTF-8 text: {err})") from None
     if expected_sha256 is not None:
         actual = stats_digest(text)
         if actual != expected_sha256:
-            raise ValueError(
-                f"{path}: sha256 is {actual}, expected {expected_sha256}; "
-                "norm_stats.json was modified or belongs to another checkpoint"
+            raise CheckpointError(
+                f"{path}: sha256 is {actual}, expected {expected_sha256} (norm_stats_sha256 in config.json); "
+                "norm_stats.json was modified or belongs to another checkpoint: restore the file exported "
+                "with these weights, or export the checkpoint again"
             )
-    return {
-        name: {key: NormStats.from_dict(d) for key, d in by_key.items()}
-        for name, by_key in json.loads(text).items()
-    }
+    try:
+        raw = json.loads(text)
+        return {
+            name: {key: NormStats.from_dict(d) for key, d in by_key.items()}
+            for name, by_key in raw.items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        detail = f"no field {err.args[0]!r}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        raise CheckpointError(
+            f"{path}: not a normalization statistics file ({detail}); expected "
+            "{name: {action|state: {q01, q99, mask, count}}} as `vla-stack stats` writes it"
+        ) from None

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from components.checkpoint_io import reading, require_files, require_tokenizer
 from components.embodiment import EmbodimentSpec
+from components.errors import CheckpointNotFoundError, UsageError, VLAStackError
 from components.onnx_export import OnnxDecoder
 from components.processor import VLAProcessor
 from components.vla import VLA
@@ -31,7 +33,7 @@ class LimitedChunks:
     nonfinite: int   # non-finite values, whose time steps became the spec's safe action
 
 
-class ObservationError(ValueError):
+class ObservationError(VLAStackError, ValueError):
     """An observation does not match what the embodiment spec declares."""
 
 
@@ -77,11 +79,16 @@ class Policy:
     def from_pretrained(cls, directory: str | Path, decoder: str = "torch") -> "Policy":
         """``decoder``: "torch" or "onnx" (``decoder.onnx`` written by ``vla-stack export`` into the
         directory, or its ``--out``)."""
-        directory = Path(directory)
-        vla, raw = VLA.from_pretrained(directory)
-        processor = VLAProcessor.load(directory, raw.get("norm_stats_sha256"), vla.config.backbone.image_size)
         if decoder not in ("torch", "onnx"):
-            raise ValueError(f"decoder must be 'torch' or 'onnx', got '{decoder}'")
+            raise UsageError(f"decoder must be 'torch' or 'onnx', got '{decoder}'")
+        directory = require_files(directory)
+        require_tokenizer(directory)
+        if decoder == "onnx" and not (directory / DECODER_FILE).exists():
+            raise CheckpointNotFoundError(f"{directory}: no exported decoder ({DECODER_FILE}) for decoder='onnx'; "
+                                          f"run `vla-stack export --policy {directory} --out DIR` and load DIR")
+        vla, raw = VLA.from_pretrained(directory)
+        with reading(directory, "the processor (embodiments.yaml, norm_stats.json, tokenizer/)"):
+            processor = VLAProcessor.load(directory, raw.get("norm_stats_sha256"), vla.config.backbone.image_size)
         onnx = OnnxDecoder(directory / DECODER_FILE) if decoder == "onnx" else None
         return cls(vla, processor, onnx)
 

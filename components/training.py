@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from components.checkpoint_io import reading, replace_directory
+from components.errors import CheckpointNotFoundError, ConfigError
 from components.processor import VLAProcessor
 from components.vla import VLA, load_model_config
 
@@ -18,18 +18,9 @@ def export_pretrained(vla: VLA, processor: VLAProcessor, directory: str | Path) 
     """Write the HF-style checkpoint directory atomically: a reader sees the old one or the new one,
     never half of one."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with replace_directory(directory) as tmp:
         digest = processor.save(tmp)
         vla.save_pretrained(tmp, extra={"norm_stats_sha256": digest})
-        old = directory.with_name(directory.name + ".old")
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
@@ -45,15 +36,17 @@ def load_weights(vla: VLA, directory: str | Path, parts: list[str] | tuple[str, 
     ``backbone``/``decoder`` to copy; the others keep their fresh initialization."""
     bad = sorted(set(parts) - set(PARTS))
     if bad or not parts:
-        raise ValueError(f"init_parts {list(parts)}: expected a non-empty subset of {list(PARTS)}")
+        raise ConfigError(f"init_parts {list(parts)}: expected a non-empty subset of {list(PARTS)}")
     from safetensors.torch import load_file
 
     path = Path(directory) / "model.safetensors"
     if not path.exists():
-        raise FileNotFoundError(f"init_from '{directory}': no model.safetensors there; expected a checkpoint "
-                                f"directory written by vla-stack fit (config.json, model.safetensors, ...)")
+        raise CheckpointNotFoundError(f"init_from '{directory}': no model.safetensors there; expected a "
+                                      f"checkpoint directory written by vla-stack fit (config.json, "
+                                      f"model.safetensors, ...)")
     keep = tuple(f"{part}." for part in parts)
-    state = {k: v for k, v in load_file(str(path)).items() if k.startswith(keep)}
+    with reading(path, "the weights of init_from"):
+        state = {k: v for k, v in load_file(str(path)).items() if k.startswith(keep)}
     own = {k: v for k, v in vla.state_dict().items() if k.startswith(keep)}
     fresh = sorted(k for k in set(own) - set(state) if k.startswith(ADDABLE))
     missing = sorted(set(own) - set(state) - set(fresh))
@@ -64,8 +57,8 @@ def load_weights(vla: VLA, directory: str | Path, parts: list[str] | tuple[str, 
                            for what, keys in (("missing", missing), ("unexpected", unexpected),
                                               ("other shape", [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
                                                                for k in reshaped])) if keys)
-        raise ValueError(f"init_from '{directory}' does not fit the configured model: {detail}. "
-                         f"Use the model config it was trained with (its config.json).")
+        raise ConfigError(f"init_from '{directory}' does not fit the configured model: {detail}. "
+                          f"Use the model config it was trained with (its config.json).")
     vla.load_state_dict(state, strict=False)  # every key of the chosen parts was checked above
     if fresh:
         rank_zero_info(f"init_from {directory}: {len(fresh)} tensors of the image readout are new (not in "
@@ -90,7 +83,7 @@ class VLAModule(L.LightningModule):
         self.save_hyperparameters()
         self.vla = VLA(load_model_config(model, overrides))
         if init_parts is not None and not init_from:
-            raise ValueError("init_parts names parts of the init_from checkpoint, but init_from is not set")
+            raise ConfigError("init_parts names parts of the init_from checkpoint, but init_from is not set")
         if init_from:
             load_weights(self.vla, init_from, PARTS if init_parts is None else init_parts)
         if freeze_backbone:

@@ -18,8 +18,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from components.backbone import Backbone, BackboneConfig
+from components.checkpoint_io import RECOVER, reading, require_files
 from components.dit import DiT, DiTConfig
 from components.config_files import config_path
+from components.errors import CheckpointError, ConfigError, ConfigNotFoundError, yaml_problem
 
 MODEL_CONFIG_DIR = config_path("model")
 
@@ -42,7 +44,7 @@ class VLAConfig:
         raw = dict(raw)
         raw.setdefault("decoder_reads", "all")
         if raw["decoder_reads"] not in ("user_turn", "all"):
-            raise ValueError(f"decoder_reads must be 'user_turn' or 'all', got {raw['decoder_reads']!r}")
+            raise ConfigError(f"decoder_reads must be 'user_turn' or 'all', got {raw['decoder_reads']!r}")
         backbone = BackboneConfig(**raw.pop("backbone", {}))
         backbone.image_size = tuple(backbone.image_size)
         decoder = DiTConfig(**raw.pop("decoder", {}))
@@ -61,9 +63,12 @@ def load_model_config(name_or_path: str, overrides: dict | None = None) -> VLACo
         path = MODEL_CONFIG_DIR / f"{name_or_path}.yaml"
     if not path.exists():
         presets = sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"model config '{name_or_path}' not found: expected one of {presets} "
-                                f"or a path to a YAML file")
-    raw = yaml.safe_load(path.read_text())
+        raise ConfigNotFoundError(f"model config '{name_or_path}' not found: expected one of {presets} "
+                                  f"or a path to a YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"model config {path}: invalid YAML: {yaml_problem(err)}") from None
     for section, values in (overrides or {}).items():
         if isinstance(values, dict):
             raw.setdefault(section, {}).update(values)
@@ -196,21 +201,22 @@ class VLA(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> tuple["VLA", dict]:
-        directory = Path(directory)
+        """The model of checkpoint ``directory`` and its ``config.json``; a missing, truncated or
+        edited file is a CheckpointError naming it."""
+        directory = require_files(directory, ("config.json", "model.safetensors"))
         cfg_path = directory / "config.json"
-        if not cfg_path.exists():
-            raise FileNotFoundError(f"'{directory}' is not a VLA checkpoint directory: no config.json "
-                                    f"(expected config.json, model.safetensors, embodiments.yaml, "
-                                    f"norm_stats.json, tokenizer/)")
-        raw = json.loads(cfg_path.read_text())
-        config = VLAConfig.from_dict(raw["vla"])
-        hf = dict(raw["backbone_hf_config"])
-        from transformers import AutoConfig
-        hf_config = AutoConfig.for_model(hf.pop("model_type"), **hf)
+        with reading(cfg_path, "the model configuration"):
+            raw = json.loads(cfg_path.read_text())
+            config = VLAConfig.from_dict(raw["vla"])
+            hf = dict(raw["backbone_hf_config"])
+            from transformers import AutoConfig
+            hf_config = AutoConfig.for_model(hf.pop("model_type"), **hf)
         model = cls(config, hf_config=hf_config, load_backbone_weights=False)
-        state = load_file(str(directory / "model.safetensors"))
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        weights = directory / "model.safetensors"
+        with reading(weights, "the model weights"):
+            state = load_file(str(weights))
+            missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(f"{directory}/model.safetensors does not match config.json: "
-                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise CheckpointError(f"{weights} does not match config.json: missing {missing[:5]}, unexpected "
+                                  f"{unexpected[:5]}; the two files come from different checkpoints; {RECOVER}")
         return model.eval(), raw

@@ -3,19 +3,37 @@
 ``fit | validate | test | predict`` are LightningCLI (config-driven, ``--help`` lists everything);
 the other commands are plain functions turned into subcommands by jsonargparse from their
 signatures, so no argument parsing is written by hand.
+
+Every command runs inside one error boundary (:func:`main`): a user error (a
+:class:`~components.errors.VLAStackError`) prints ``vla-stack <command>: error: <message>`` and
+exits 2, without a traceback; anything else is a bug in vla-stack and shows its traceback. ``--debug``
+(before or after the command) or ``VLA_STACK_DEBUG=1`` shows the traceback of user errors too.
 """
 from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYGLET_HEADLESS", "true")
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+#: the LightningCLI commands and what each does (for the command list of ``vla-stack --help``)
+LIGHTNING_COMMANDS = {
+    "fit": "Train the VLA on episode stores (a training config: configs/train/*.yaml); writes a checkpoint directory.",
+    "validate": "Validation loss of a Lightning checkpoint (--ckpt_path) on the configured data.",
+    "test": "Test loss of a Lightning checkpoint (--ckpt_path) on the configured data.",
+    "predict": "Sampled action chunks of a Lightning checkpoint (--ckpt_path) beside the recorded ones.",
+}
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "VLA_STACK_DEBUG"
+USER_ERROR_EXIT = 2  # what argparse and jsonargparse exit with for a bad argument
+BUG_EXIT = 1
 
 
 def lightning_main(args: list[str]) -> None:
+    import warnings
+
     from lightning.pytorch.cli import LightningCLI
 
     from components.datamodule import MixtureDataModule
@@ -25,24 +43,74 @@ def lightning_main(args: list[str]) -> None:
         def add_arguments_to_parser(self, parser):
             parser.link_arguments("model.model", "data.model")
 
+    # the arguments are given on purpose (main() has taken --debug out of them)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     VLACLI(VLAModule, MixtureDataModule, args=args, save_config_kwargs={"overwrite": True})
+
+
+def _listed_only(command: str, summary: str):
+    """A stand-in that puts a LightningCLI command in the command list of ``vla-stack --help``;
+    :func:`main` hands these commands to LightningCLI before jsonargparse sees them."""
+    def listed() -> None:
+        lightning_main([command, "--help"])
+    listed.__doc__ = summary
+    return listed
 
 
 def commands() -> dict:
     from stack import bench, commands as c
     from stack.collect import collect
     from stack.runner import run
-    return {"demo": c.demo, "train_demo": c.train_demo, "collect": collect, "run": run, "synth": c.synth,
-            "stats": c.stats, "sample": c.sample, "export": c.export, "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency}}
+    return {**{name: _listed_only(name, summary) for name, summary in LIGHTNING_COMMANDS.items()},
+            "demo": c.demo, "train_demo": c.train_demo, "collect": collect, "run": run, "synth": c.synth,
+            "stats": c.stats, "sample": c.sample, "export": c.export,
+            "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency}}
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def dispatch(argv: list[str]) -> None:
+    """Run the command that ``argv`` names (no error handling: :func:`main` does that)."""
     if argv and argv[0] in LIGHTNING_COMMANDS:
         lightning_main(argv)
         return
     from jsonargparse import auto_cli
-    auto_cli(commands(), args=argv, as_positional=False)
+    auto_cli(commands(), args=argv, as_positional=False, prog="vla-stack",
+             description=f"vla-stack: one VLA for many robots. `vla-stack COMMAND --help` lists a command's "
+                         f"options; {DEBUG_FLAG} (or {DEBUG_ENV}=1) shows the traceback of an error.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != DEBUG_FLAG]
+    words = [] if not argv else argv[:next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))]
+    where = " ".join(["vla-stack", *words])
+    from components.errors import VLAStackError
+    try:
+        dispatch(argv)
+    except VLAStackError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"{where}: error: {user_message(err)}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
+    except KeyboardInterrupt:
+        print(f"{where}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:
+        traceback.print_exc()
+        print(f"{where}: internal error ({type(err).__name__}): this is a bug in vla-stack, not in your input; "
+              f"please report it with the command line and the traceback above", file=sys.stderr)
+        sys.exit(BUG_EXIT)
+
+
+def user_message(err: BaseException) -> str:
+    """The message of a user error as one paragraph, without the worker traceback that a DataLoader
+    worker adds when it re-raises an error in the main process (``Caught X in DataLoader worker
+    ... Original Traceback``)."""
+    text = str(err)
+    if "\nOriginal Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith(f"{type(err).__module__}.{type(err).__name__}: ") else last
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import numpy as np
 from components.embodiment import EmbodimentError, EmbodimentSpec
 from components.envs.experts import ExpertEpisode, make_env_and_expert
 from components.envs.experts import env_spec as _env_spec
+from components.errors import UsageError
 
 SEED_KEY = "episode_seed"
 #: attribute of the store's root group naming what produced it (env id and kwargs)
@@ -175,13 +176,13 @@ def _open_store(out: str, env_id: str, env_kwargs: dict, spec: EmbodimentSpec, n
     existing = EpisodeStore.open(out, mode="r")
     found = zarr.open_group(out, mode="r").attrs.get(SOURCE_ATTR)
     if existing.embodiment != spec.name or existing.cameras != spec.camera_names:
-        raise ValueError(f"{out} holds embodiment {existing.embodiment!r} with cameras {existing.cameras}; "
+        raise UsageError(f"--out: {out} holds embodiment {existing.embodiment!r} with cameras {existing.cameras}; "
                          f"{env_id} needs {spec.name!r} with {spec.camera_names}. Choose another --out.")
     if existing.n_episodes == 0:
         # nothing to mix with yet (e.g. the first run failed to build its env, or was killed early)
         zarr.open_group(out, mode="r+").attrs[SOURCE_ATTR] = source
     elif found != source:
-        raise ValueError(f"{out} was collected from {found or 'something other than vla-stack collect'}, "
+        raise UsageError(f"--out: {out} was collected from {found or 'something other than vla-stack collect'}, "
                          f"not from {source}; resuming would mix datasets. Choose another --out.")
     store = EpisodeStore.open(out, mode="a")
     seeds: set[int] = set()
@@ -223,11 +224,11 @@ def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
 
     env_kwargs = dict(env_kwargs or {})
     if episodes < 1 or workers < 1:
-        raise ValueError(f"--episodes and --workers must be >= 1, got {episodes} and {workers}")
+        raise UsageError(f"--episodes and --workers must be >= 1, got {episodes} and {workers}")
     if not 0.0 <= noise <= 1.0:
-        raise ValueError(f"--noise must be in [0, 1], got {noise}")
+        raise UsageError(f"--noise must be in [0, 1], got {noise}")
     if noise_steps is not None and noise_steps < 1:
-        raise ValueError(f"--noise_steps must be >= 1 (or unset: the whole episode), got {noise_steps}")
+        raise UsageError(f"--noise_steps must be >= 1 (or unset: the whole episode), got {noise_steps}")
     spec = _env_spec(env)
     store, stored_seeds = _open_store(out, env, env_kwargs, spec, noise, noise_steps)
     start_episodes = store.n_episodes

@@ -11,6 +11,7 @@ import numpy as np
 
 from components.config_files import asset_path, config_path
 from components.embodiment import Embodiments
+from components.errors import UsageError
 
 #: ``vla-stack fit --config`` files of train_demo, in order: the shared base, then the demo's overlay
 TRAIN_CONFIGS = (config_path("train") / "base.yaml", config_path("train") / "vla_tiny.yaml")
@@ -76,27 +77,29 @@ def export(policy: str, out: str, num_steps: int | None = None, atol: float = 1e
     """
     import torch
 
+    from components.checkpoint_io import replace_directory
     from components.onnx_export import DecoderSampler, OnnxDecoder, example_inputs, export_decoder
     from components.policy import DECODER_FILE
     from components.vla import VLA
+    if num_steps is not None and num_steps < 1:
+        raise UsageError(f"--num_steps must be >= 1 (or unset: the model's own), got {num_steps}")
     src, dst = Path(policy).resolve(), Path(out).resolve()
+    if dst.exists() and not dst.is_dir():
+        raise UsageError(f"--out: '{out}' is a file; expected a directory to write the policy to")
     vla, _ = VLA.from_pretrained(src)
     n = num_steps or vla.config.num_flow_steps
-    if dst != src:
-        if dst.exists():
-            shutil.rmtree(dst)
-        shutil.copytree(src, dst)
-    path = export_decoder(vla.decoder, n, dst / DECODER_FILE)
-    torch.manual_seed(0)
-    inputs = example_inputs(vla.decoder, batch=2, k=3, horizon=7, length=33)
-    with torch.no_grad():
-        ref = DecoderSampler(vla.decoder, n)(*inputs).numpy()
-    got = OnnxDecoder(path)(*inputs)
-    err = float(np.abs(got - ref).max())
-    if err > atol:
-        path.unlink()
-        raise RuntimeError(f"exported decoder disagrees with torch: max |diff| {err:.2e} > {atol:g}; not kept")
-    print(f"wrote {path} ({n} Euler steps); onnxruntime vs torch max |diff| = {err:.2e}")
+    with replace_directory(dst) as tmp:  # a failed check or a killed export leaves ``out`` as it was
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        path = export_decoder(vla.decoder, n, tmp / DECODER_FILE)
+        torch.manual_seed(0)
+        inputs = example_inputs(vla.decoder, batch=2, k=3, horizon=7, length=33)
+        with torch.no_grad():
+            ref = DecoderSampler(vla.decoder, n)(*inputs).numpy()
+        got = OnnxDecoder(path)(*inputs)
+        err = float(np.abs(got - ref).max())
+        if err > atol:
+            raise RuntimeError(f"exported decoder disagrees with torch: max |diff| {err:.2e} > {atol:g}; not kept")
+    print(f"wrote {dst / DECODER_FILE} ({n} Euler steps); onnxruntime vs torch max |diff| = {err:.2e}")
     return str(dst)
 
 
@@ -113,6 +116,8 @@ def sample(policy: str, embodiment: list[str] | None = None, num_samples: int = 
     """
     from components.policy import Policy
     from components.synthetic import INSTRUCTIONS, synthetic_observation
+    if num_samples < 1:
+        raise UsageError(f"--num_samples must be >= 1, got {num_samples}")
     pol = Policy.from_pretrained(policy, decoder=decoder)
     rng = np.random.default_rng(seed)
     for name in embodiment or pol.embodiments:

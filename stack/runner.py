@@ -15,7 +15,7 @@ os.environ.setdefault("PYGLET_HEADLESS", "true")
 
 import numpy as np  # noqa: E402
 
-from components.errors import UsageError  # noqa: E402
+from components.errors import CheckpointNotFoundError, UsageError  # noqa: E402
 from planners.episode import EpisodeRecord, PolicyDecider, run_episode  # noqa: E402
 from planners.executors import default_execute_horizon, default_temporal_ensemble, max_execute_horizon  # noqa: E402
 from stack.results import (  # noqa: E402
@@ -59,9 +59,9 @@ def video_frames(writer: VideoWriter, cameras: list[str], episode: int, extra_vi
 def _check_inputs(env: str, policy: str) -> str:
     from components.envs import EMBODIMENT_OF
     if env not in EMBODIMENT_OF:
-        raise ValueError(f"--env: unknown environment '{env}'; known: {sorted(EMBODIMENT_OF)}")
+        raise UsageError(f"--env: unknown environment '{env}'; known: {sorted(EMBODIMENT_OF)}")
     if not Path(policy).is_dir():
-        raise FileNotFoundError(f"--policy: checkpoint directory '{policy}' does not exist")
+        raise CheckpointNotFoundError(f"--policy: checkpoint directory '{policy}' does not exist")
     return EMBODIMENT_OF[env]
 
 
@@ -107,22 +107,22 @@ def run(env: str, policy: str, episodes: int = 10, seed: int = 0, candidates: in
     embodiment = _check_inputs(env, policy)
     pol = Policy.from_pretrained(policy, decoder=decoder)
     if embodiment not in pol.embodiments:
-        raise ValueError(f"--policy: '{policy}' does not know embodiment '{embodiment}' (needed by {env}); "
+        raise UsageError(f"--policy: '{policy}' does not know embodiment '{embodiment}' (needed by {env}); "
                          f"it knows {sorted(pol.embodiments)}")
     spec = pol.processor.embodiments[embodiment]
     if temporal_ensemble and spec.action_kind == "waypoints":
-        raise ValueError(f"--temporal_ensemble: not available for {embodiment} (waypoints in the robot frame "
+        raise UsageError(f"--temporal_ensemble: not available for {embodiment} (waypoints in the robot frame "
                          f"of each prediction cannot be averaged across steps)")
     if temporal_ensemble and execute_horizon not in (None, 1):
-        raise ValueError("--temporal_ensemble decides every step; leave --execute_horizon unset")
+        raise UsageError("--temporal_ensemble decides every step; leave --execute_horizon unset")
     if temporal_ensemble is None:
         temporal_ensemble = execute_horizon is None and default_temporal_ensemble(spec)
     horizon = 1 if temporal_ensemble else (execute_horizon or default_execute_horizon(spec))
     if not 1 <= horizon <= max_execute_horizon(spec):
-        raise ValueError(f"--execute_horizon: {horizon} is outside 1..{max_execute_horizon(spec)} for "
+        raise UsageError(f"--execute_horizon: {horizon} is outside 1..{max_execute_horizon(spec)} for "
                          f"{embodiment} (chunk horizon {spec.chunk_horizon})")
     if episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+        raise UsageError(f"--episodes must be >= 1, got {episodes}")
 
     decider = PolicyDecider(pol, embodiment, num_flow_steps)
     environment = gym.make(env, **(env_kwargs or {}))

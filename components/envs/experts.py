@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from components.errors import UsageError
 from components.embodiment import EmbodimentSpec, Embodiments
 
 #: scripted expert class of each embodiment ("module:class", imported when used)
@@ -59,7 +60,7 @@ def env_spec(env_id: str) -> EmbodimentSpec:
     import components.envs as envs
 
     if env_id not in envs.EMBODIMENT_OF:
-        raise ValueError(f"unknown environment {env_id!r}; known: {sorted(envs.EMBODIMENT_OF)}")
+        raise UsageError(f"--env: unknown environment {env_id!r}; known: {sorted(envs.EMBODIMENT_OF)}")
     name = envs.embodiment_of(env_id)
     return Embodiments.from_config_dir([name])[name]
 
@@ -67,7 +68,7 @@ def env_spec(env_id: str) -> EmbodimentSpec:
 def expert_class(embodiment: str) -> type:
     """The scripted expert class of ``embodiment`` (see ``EXPERTS``)."""
     if embodiment not in EXPERTS:
-        raise ValueError(f"no scripted expert for embodiment {embodiment!r}; experts: {sorted(EXPERTS)}")
+        raise UsageError(f"no scripted expert for embodiment {embodiment!r}; experts: {sorted(EXPERTS)}")
     module, name = EXPERTS[embodiment].split(":")
     return getattr(importlib.import_module(module), name)
 
@@ -83,10 +84,10 @@ def make_env_and_expert(env_id: str, spec: EmbodimentSpec, env_kwargs: dict | No
     try:
         cls = expert_class(spec.name)
     except ValueError as e:
-        raise ValueError(f"{env_id}: {e}") from None
+        raise UsageError(f"--env {env_id}: {e}") from None
     if noise_steps is not None and not cls.noise_window:
         windowed = ", ".join(n for n in EXPERTS if expert_class(n).noise_window)
-        raise ValueError(f"{env_id}: --noise_steps (a window of noise) is for {windowed}; {spec.name} is "
+        raise UsageError(f"{env_id}: --noise_steps (a window of noise) is for {windowed}; {spec.name} is "
                          f"perturbed throughout with --noise")
     camera = spec.cameras[0]
     kwargs = {"image_size": (camera.height, camera.width), "cameras": tuple(spec.camera_names),

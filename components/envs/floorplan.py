@@ -33,12 +33,13 @@ import numpy as np
 import yaml
 
 from components.config_files import config_path
+from components.errors import VLAStackError, yaml_problem
 
 FLOORPLAN_DIR = config_path("floorplans")
 MIN_ROOM_SIZE = 1.0  # the robot has a 0.4 m radius
 
 
-class FloorPlanError(ValueError):
+class FloorPlanError(VLAStackError, ValueError):
     """A floor plan that cannot be built; the message names the file and the offending item."""
 
 
@@ -338,11 +339,11 @@ def resolve_floorplan_path(name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.exists():
-            raise FileNotFoundError(f"floor plan file not found: {p}")
+            raise FloorPlanError(f"floor plan file not found: {p}")
         return p
     cand = FLOORPLAN_DIR / f"{name_or_path}.yaml"
     if not cand.exists():
-        raise FileNotFoundError(
+        raise FloorPlanError(
             f"unknown floor plan {str(name_or_path)!r}: no {cand}; available: {list_floorplans()}"
         )
     return cand
@@ -354,7 +355,7 @@ def load_floorplan(name_or_path: str | Path) -> FloorPlan:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise FloorPlanError(f"{path}: invalid YAML: {e}") from None
+        raise FloorPlanError(f"{path}: invalid YAML: {yaml_problem(e)}") from None
     return parse_floorplan(data, source=str(path), name=path.stem)
 
 

@@ -119,3 +119,29 @@ def test_stats_command_writes_per_embodiment_and_per_dataset_stats(synthetic_sto
     fetch = loaded["fetch"]["action"]
     assert fetch.mask.sum() == 4 and (fetch.q99[fetch.mask] > fetch.q01[fetch.mask]).all()
     assert not loaded["aloha"]["action"].mask[14:].any()
+
+
+def test_damaged_episodes_are_an_error_unless_skipped_with_a_warning(tmp_path):
+    from components.errors import StoreError
+    from components.synthetic import make_synthetic_store
+    path = tmp_path / "fetch.zarr"
+    make_synthetic_store(path, Embodiments.from_config_dir(["fetch"])["fetch"], episodes=3, steps=50, seed=0)
+    chunk = path / "data/images/front/c/1/0/0/0"  # frames 100..149: episode 2
+    chunk.write_bytes(chunk.read_bytes()[:40])
+
+    strict = MixtureDataModule([DatasetEntry(str(path))], num_workers=0)
+    strict.setup("fit")
+    with pytest.raises(StoreError, match=r"data/images/front frames 100\.\.149 \(episode\(s\) \[2\]\)"):
+        strict.train_set[120]
+    with pytest.warns(UserWarning, match=r"skipping damaged episode 2: .*frames 100\.\.149"):
+        skipping = MixtureDataModule([DatasetEntry(str(path))], num_workers=0, skip_damaged_episodes=True)
+        skipping.setup("fit")
+    np.testing.assert_array_equal(skipping.train_set.frames[0], np.arange(100))
+    assert skipping.train_set[99]["embodiment"] == "fetch"
+    intact = tmp_path / "first_two.zarr"  # the same seed writes the same first two episodes
+    make_synthetic_store(intact, Embodiments.from_config_dir(["fetch"])["fetch"], episodes=2, steps=50, seed=0)
+    alone = MixtureDataModule([DatasetEntry(str(intact))], num_workers=0)
+    alone.setup("fit")
+    for key in ("action", "state"):
+        np.testing.assert_array_equal(skipping.processor.norm_stats["fetch"][key].q99,
+                                      alone.processor.norm_stats["fetch"][key].q99)

@@ -286,3 +286,67 @@ def test_crash_between_resizing_and_writing_the_end_index_is_ignored(tmp_path):
     assert writer.append_episode(make_episode(2), "c") == 2
     reader = EpisodeStore.open(tmp_path / "store.zarr")
     np.testing.assert_array_equal(reader.episode_ends, [5, 11, 18])
+
+
+def long_episode(i: int, n: int) -> dict:
+    """``make_episode(i)``'s arrays grown to ``n`` frames of fresh random content."""
+    rng = np.random.default_rng(100 + i)
+    episode = make_episode(i)
+
+    def grow(v):
+        return rng.integers(0, 256, (n, *v.shape[1:]), dtype=np.uint8) if v.dtype == np.uint8 \
+            else rng.normal(size=(n, *v.shape[1:])).astype(v.dtype)
+    return {k: ({c: grow(f) for c, f in v.items()} if k == "images" else grow(v)) for k, v in episode.items()}
+
+
+def damaged_store(tmp_path, episodes=(60, 60, 60), key="images/top", chunk=1):
+    """A store with frames in 100-frame image chunks, and chunk ``chunk`` of ``key`` cut short."""
+    store = new_store(tmp_path)
+    for i, n in enumerate(episodes):
+        store.append_episode(long_episode(i, n), f"task {i}")
+    array = zarr.open_group(str(tmp_path / "store.zarr"), mode="r")[f"data/{key}"]
+    coords = (chunk,) + (0,) * (array.ndim - 1)
+    path = tmp_path / "store.zarr" / array.path / array.metadata.chunk_key_encoding.encode_chunk_key(coords)
+    path.write_bytes(path.read_bytes()[:40])
+    return tmp_path / "store.zarr", path
+
+
+def test_damaged_chunk_names_store_array_frames_episodes_and_recovery(tmp_path):
+    from components.errors import StoreError
+    path, chunk_file = damaged_store(tmp_path)
+    store = EpisodeStore.open(path)
+    assert store.get_frame(99)["images"]["top"].shape == (8, 8, 3)  # chunk 0 still reads
+    with pytest.raises(StoreError) as err:
+        store.get_frame(130)
+    message = str(err.value)
+    assert f"episode store {path}: data/images/top frames 100..179 (episode(s) [1, 2])" in message
+    assert str(chunk_file) in message and "Zstd" in message
+    assert "collect these episodes again" in message and "--data.skip_damaged_episodes=true" in message
+    with pytest.raises(StoreError, match=r"frames 100\.\.179"):
+        store.get_episode(2)
+
+
+def test_damaged_episodes_are_those_that_overlap_an_unreadable_chunk(tmp_path):
+    path, _ = damaged_store(tmp_path, episodes=(60, 60, 60, 60), chunk=2)  # frames 200..239: episode 3
+    store = EpisodeStore.open(path)
+    assert list(store.damaged_episodes()) == [3]
+    assert store.damaged_episodes(["action", "state"]) == {} and store.skipped == {}
+    assert list(EpisodeStore.open(path, skip_damaged=True).skipped) == [3]
+
+
+def test_skip_damaged_fills_unreadable_small_array_rows_instead_of_raising(tmp_path):
+    from components.errors import StoreError
+    path, _ = damaged_store(tmp_path, key="action", chunk=0)
+    with pytest.raises(StoreError, match=r"data/action frames 0\.\.179 \(episode\(s\) \[0, 1, 2\]\)"):
+        EpisodeStore.open(path).lowdim("action")
+    store = EpisodeStore.open(path, skip_damaged=True)
+    assert np.isnan(store.lowdim("action")).all() and list(store.skipped) == [0, 1, 2]
+    np.testing.assert_array_equal(store.lowdim("state")[:60], long_episode(0, 60)["state"])
+
+
+def test_damaged_index_is_a_store_error(tmp_path):
+    from components.errors import StoreError
+    new_store(tmp_path).append_episode(make_episode(0), "a")
+    (tmp_path / "store.zarr/meta/episode_ends/c/0").write_bytes(b"junk")
+    with pytest.raises(StoreError, match="meta/episode_ends cannot be read"):
+        EpisodeStore.open(tmp_path / "store.zarr")

@@ -130,3 +130,16 @@ def test_digest_mismatch_names_file_and_both_digests(tmp_path):
 def test_stats_with_mismatched_shapes_are_rejected():
     with pytest.raises(ValueError, match="one shape"):
         NormStats(q01=np.zeros(3), q99=np.ones(4), mask=np.ones(3, dtype=bool), count=1)
+
+
+def test_unreadable_stats_file_is_a_checkpoint_error_naming_it(tmp_path):
+    from components.errors import CheckpointError, CheckpointNotFoundError
+    path = tmp_path / "norm_stats.json"
+    with pytest.raises(CheckpointNotFoundError, match="norm_stats.json: no normalization statistics file"):
+        load_stats(path)
+    path.write_text('{"fetch": {"action": ')
+    with pytest.raises(CheckpointError, match=r"norm_stats.json: not a normalization statistics file \(JSONDecodeError"):
+        load_stats(path)
+    path.write_text('{"fetch": {"action": {"q01": [0.0], "q99": [1.0], "mask": [true]}}}')
+    with pytest.raises(CheckpointError, match="norm_stats.json: not a normalization statistics file .*no field 'count'"):
+        load_stats(path)

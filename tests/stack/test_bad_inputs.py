@@ -1,0 +1,311 @@
+"""Bad input on the command line, as a user meets it: every case exits 2 with one error line that
+names the file or argument, and no traceback. Plus `kill -9` in the middle of collect, fit and a
+checkpoint write: what is on disk afterwards still loads, and the command resumes.
+
+Each case is a real `python -m stack.cli` subprocess; the selected cases run two at a time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.embodiment import Embodiments
+from components.episode_store import EpisodeStore
+from components.synthetic import make_synthetic_store
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN_CONFIG = REPO / "configs" / "train" / "vla_tiny.yaml"
+FETCH = "vla_stack/FetchReach-v0"
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+ENV.pop("VLA_STACK_DEBUG", None)
+
+FIT = ["fit", "--config", str(TRAIN_CONFIG), "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
+       "--data.num_workers=0", "--data.batch_size=2", "--trainer.enable_progress_bar=false"]
+DATASETS = "--data.datasets=[{{\"path\": \"{store}\"}}]"
+
+# (id, arguments of vla-stack with {placeholders} from the `inputs` fixture, what stderr must say)
+CASES = [
+    # run
+    ("run-unknown-env", ["run", "--env", "vla_stack/Nope-v0", "--policy", "{ckpt}"],
+     r"--env: unknown environment 'vla_stack/Nope-v0'; known: \[.*FetchReach-v0"),
+    ("run-missing-policy-dir", ["run", "--env", FETCH, "--policy", "{tmp}/nowhere"],
+     r"--policy: checkpoint directory '.*nowhere' does not exist"),
+    ("run-empty-policy-dir", ["run", "--env", FETCH, "--policy", "{empty}"],
+     r"'.*empty' is not a VLA checkpoint directory: no config.json, model.safetensors.*\(it is empty\)"),
+    ("run-truncated-weights", ["run", "--env", FETCH, "--policy", "{truncated}"],
+     r"truncated/model.safetensors: cannot read the model weights \(SafetensorError"),
+    ("run-edited-norm-stats", ["run", "--env", FETCH, "--policy", "{edited_stats}"],
+     r"edited_stats/norm_stats.json: sha256 is \w+, expected \w+ .*was modified"),
+    ("run-invalid-config-json", ["run", "--env", FETCH, "--policy", "{bad_json}"],
+     r"bad_json/config.json: cannot read the model configuration \(JSONDecodeError"),
+    ("run-zero-episodes", ["run", "--env", FETCH, "--policy", "{ckpt}", "--episodes", "0"],
+     r"--episodes and --candidates must be >= 1, got 0 and 1"),
+    ("run-execute-horizon-too-long", ["run", "--env", FETCH, "--policy", "{ckpt}", "--execute_horizon", "999"],
+     r"--execute_horizon: 999 is outside 1\.\.\d+ for fetch"),
+    ("run-temporal-ensemble-of-waypoints", ["run", "--env", "vla_stack/WheeledHallway-v0", "--policy", "{ckpt}",
+                                            "--temporal_ensemble", "true"],
+     r"--temporal_ensemble: not available for wheeled"),
+    ("run-onnx-without-export", ["run", "--env", FETCH, "--policy", "{ckpt}", "--decoder", "onnx"],
+     r"no exported decoder \(decoder.onnx\) for decoder='onnx'; run `vla-stack export"),
+    ("run-unknown-floor-plan", ["run", "--env", "vla_stack/Wheeled-v0", "--policy", "{ckpt}", "--episodes", "1",
+                                "--env_kwargs", "{{floorplan: nope}}"],
+     r"unknown floor plan 'nope': no .*nope.yaml; available: \["),
+    ("run-invalid-floor-plan-yaml", ["run", "--env", "vla_stack/Wheeled-v0", "--policy", "{ckpt}",
+                                     "--episodes", "1", "--env_kwargs", "{{floorplan: {bad_floorplan}}}"],
+     r"bad_plan.yaml: invalid YAML"),
+    ("run-episodes-not-a-number", ["run", "--env", FETCH, "--policy", "{ckpt}", "--episodes", "many"],
+     r'error: Parser key "episodes"'),
+    # sample
+    ("sample-missing-tokenizer-file", ["sample", "--policy", "{no_tokenizer}"],
+     r"no_tokenizer/tokenizer: tokenizer files missing: \['tokenizer.json or vocab.json'\]"),
+    ("sample-invalid-embodiments-yaml", ["sample", "--policy", "{bad_embodiments}"],
+     r"bad_embodiments/embodiments.yaml: expected YAML with a list 'embodiments'"),
+    ("sample-config-json-without-its-model", ["sample", "--policy", "{config_no_vla}"],
+     r"config_no_vla/config.json: the model configuration has no field 'vla'"),
+    ("sample-missing-weights", ["sample", "--policy", "{no_weights}"],
+     r"'.*no_weights' is not a VLA checkpoint directory: no model.safetensors \(it has config.json"),
+    ("sample-unknown-embodiment", ["sample", "--policy", "{ckpt}", "--embodiment", "[spot]"],
+     r"unknown embodiment 'spot'; this model knows \["),
+    ("sample-zero-samples", ["sample", "--policy", "{ckpt}", "--num_samples", "0"],
+     r"--num_samples must be >= 1, got 0"),
+    # export
+    ("export-truncated-weights", ["export", "--policy", "{truncated}", "--out", "{tmp}/exported"],
+     r"truncated/model.safetensors: cannot read the model weights"),
+    ("export-missing-policy-dir", ["export", "--policy", "{tmp}/nowhere", "--out", "{tmp}/exported"],
+     r"checkpoint directory '.*nowhere' does not exist"),
+    ("export-zero-steps", ["export", "--policy", "{ckpt}", "--out", "{tmp}/exported", "--num_steps", "0"],
+     r"--num_steps must be >= 1"),
+    ("export-out-is-a-file", ["export", "--policy", "{ckpt}", "--out", "{a_file}"],
+     r"--out: '.*a_file.txt' is a file; expected a directory"),
+    # stats
+    ("stats-missing-store", ["stats", "--data", "[{tmp}/nowhere.zarr]", "--out", "{tmp}/s.json"],
+     r"--data: episode store '.*nowhere.zarr' does not exist"),
+    ("stats-not-a-store", ["stats", "--data", "[{empty}]", "--out", "{tmp}/s.json"],
+     r"--data\[0\]: .*empty is not an episode store"),
+    ("stats-damaged-chunk", ["stats", "--data", "[{damaged_actions}]", "--out", "{tmp}/s.json"],
+     r"damaged_actions.zarr: data/action frames 0\.\.149 \(episode\(s\) \[0, 1, 2\]\) cannot be read from "
+     r".*damaged_actions.zarr/data/action/c/0/0 \(RuntimeError: Zstd"),
+    # collect
+    ("collect-unknown-env", ["collect", "--env", "vla_stack/Nope-v0", "--episodes", "1", "--out", "{tmp}/c.zarr"],
+     r"--env: unknown environment 'vla_stack/Nope-v0'"),
+    ("collect-zero-episodes", ["collect", "--env", FETCH, "--episodes", "0", "--out", "{tmp}/c.zarr"],
+     r"--episodes and --workers must be >= 1, got 0 and 1"),
+    ("collect-noise-out-of-range", ["collect", "--env", FETCH, "--episodes", "1", "--out", "{tmp}/c.zarr",
+                                    "--noise", "2"],
+     r"--noise must be in \[0, 1\], got 2"),
+    ("collect-out-of-another-embodiment", ["collect", "--env", "vla_stack/WheeledHallway-v0", "--episodes", "1",
+                                           "--out", "{fetch_store}"],
+     r"--out: .*fetch_copy.zarr holds embodiment 'fetch'.*needs 'wheeled'"),
+    # fit
+    ("fit-missing-store", [*FIT, DATASETS.replace("{store}", "{tmp}/nowhere.zarr")],
+     r"data.datasets: episode store '.*nowhere.zarr' does not exist"),
+    ("fit-damaged-image-chunk", [*FIT, DATASETS.replace("{store}", "{damaged_images}")],
+     r"damaged_images.zarr: data/images/front frames 0\.\.\d+ \(episode\(s\) \[0, 1\]\) cannot be read .*"
+     r"collect these episodes again.*--data.skip_damaged_episodes=true"),
+    ("fit-damaged-image-chunk-read-by-a-worker", [*FIT, DATASETS.replace("{store}", "{damaged_images}"),
+                                                  "--data.num_workers=1"],
+     r"damaged_images.zarr: data/images/front frames 0\.\.\d+ \(episode\(s\) \[0, 1\]\) cannot be read"),
+    ("fit-unknown-model-config", [*FIT, DATASETS.replace("{store}", "{fetch_store}"), "--model.model=huge"],
+     r"model config 'huge' not found: expected one of \['full', 'tiny'\]"),
+    ("fit-unknown-option", [*FIT, "--data.batch_sizee=2"],
+     r"batch_sizee"),
+    ("unknown-command", ["fitt"], r"invalid choice: 'fitt'"),
+]
+PARSER_ERRORS = {"run-episodes-not-a-number", "fit-unknown-option", "unknown-command"}  # jsonargparse's own
+
+
+def vla_stack(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stack.cli", *args], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def damage_chunk(path: Path) -> None:
+    """Cut a zarr chunk file short, as a disk error or an interrupted copy leaves it."""
+    path.write_bytes(path.read_bytes()[:40])
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny_checkpoint, synthetic_stores, tmp_path_factory) -> dict[str, str]:
+    """The bad inputs of the cases: damaged copies of the session's tiny checkpoint and stores."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+
+    def checkpoint(name: str) -> Path:
+        return Path(shutil.copytree(tiny_checkpoint, root / name))
+
+    weights = checkpoint("truncated") / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    stats = checkpoint("edited_stats") / "norm_stats.json"
+    edited = json.loads(stats.read_text())
+    edited["fetch"]["action"]["q99"][0] += 0.5
+    stats.write_text(json.dumps(edited, indent=2, sort_keys=True) + "\n")
+    (checkpoint("bad_json") / "config.json").write_text('{"vla": {"decoder": ')
+    config = checkpoint("config_no_vla") / "config.json"
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "vla"}))
+    (checkpoint("no_tokenizer") / "tokenizer" / "tokenizer.json").unlink()
+    (checkpoint("bad_embodiments") / "embodiments.yaml").write_text("embodiments: [name: fetch\n")
+    (checkpoint("no_weights") / "model.safetensors").unlink()
+    (root / "empty").mkdir()
+    (root / "a_file.txt").write_text("not a directory\n")
+    (root / "bad_plan.yaml").write_text("rooms: [{name: a, x: [0, 4]\n")
+
+    fetch = Embodiments.from_config_dir(["fetch"])["fetch"]
+    make_synthetic_store(root / "damaged_actions.zarr", fetch, episodes=3, steps=50, seed=0)
+    damage_chunk(root / "damaged_actions.zarr/data/action/c/0/0")
+    make_synthetic_store(root / "damaged_images.zarr", fetch, episodes=2, steps=10, seed=0)
+    damage_chunk(root / "damaged_images.zarr/data/images/front/c/0/0/0/0")
+    shutil.copytree(synthetic_stores["fetch"], root / "fetch_copy.zarr")
+    names = ["truncated", "edited_stats", "bad_json", "config_no_vla", "no_tokenizer", "bad_embodiments",
+             "no_weights", "empty"]
+    return {"tmp": str(root), "ckpt": tiny_checkpoint, **{n: str(root / n) for n in names},
+            "a_file": str(root / "a_file.txt"), "bad_floorplan": str(root / "bad_plan.yaml"),
+            "damaged_actions": str(root / "damaged_actions.zarr"),
+            "damaged_images": str(root / "damaged_images.zarr"), "fetch_store": str(root / "fetch_copy.zarr")}
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, inputs) -> dict[str, subprocess.CompletedProcess]:
+    """Every selected case run once, two subprocesses at a time."""
+    selected = {item.callspec.params["case"][0] for item in request.session.items
+                if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params}
+    cases = [c for c in CASES if c[0] in selected]
+
+    def run(case):
+        name, args, _ = case
+        return name, vla_stack([a.format(**inputs) for a in args], cwd=Path(inputs["tmp"]))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, cases))
+
+
+def test_corpus_covers_every_command():
+    commands = {args[0] for _, args, _ in CASES}
+    assert len(CASES) >= 25 and {"run", "collect", "fit", "stats", "export", "sample"} <= commands
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clean_error_line(case, outcomes):
+    name, args, expected = case
+    result = outcomes[name]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert re.search(expected, result.stderr), result.stderr[-3000:]
+    if name not in PARSER_ERRORS:
+        last = result.stderr.rstrip().splitlines()[-1]
+        assert last.startswith(f"vla-stack {args[0]}: error: ") and re.search(expected, last), result.stderr[-3000:]
+
+
+def test_debug_shows_the_traceback_of_a_user_error(inputs):
+    result = vla_stack(["sample", "--policy", inputs["bad_json"], "--debug"], cwd=Path(inputs["tmp"]))
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "JSONDecodeError" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith("vla-stack sample: error: ")
+
+
+def test_help_lists_every_command():
+    result = vla_stack(["--help"], cwd=REPO)
+    assert result.returncode == 0
+    listed = re.search(r"\{([a-z_,]+)\}", result.stdout).group(1).split(",")
+    assert {"fit", "validate", "test", "predict", "run", "collect", "stats", "sample", "export", "demo",
+            "synth", "bench"} <= set(listed)
+
+
+# ---- kill -9 --------------------------------------------------------------------------------------
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stack.cli", *args], cwd=cwd, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` holds (it must hold before the process ends)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, f"ended before it could be killed: {proc.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "timed out waiting for the moment to kill"
+            time.sleep(0.05)
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+
+
+def committed_episodes(path: Path) -> int:
+    try:
+        return EpisodeStore.open(path).n_episodes
+    except Exception:  # not created yet, or being created
+        return 0
+
+
+def test_collect_killed_midway_resumes_to_whole_episodes(tmp_path):
+    out = tmp_path / "reach.zarr"
+    args = ["collect", "--env", FETCH, "--episodes", "10", "--out", str(out)]
+    kill_when(start(args, tmp_path), lambda: committed_episodes(out) >= 1)
+    killed = EpisodeStore.open(out)
+    assert 1 <= killed.n_episodes < 10
+    seeds = killed.lowdim("episode_seed")
+    for i in range(killed.n_episodes):  # every visible episode is whole: one seed over its frames
+        assert set(seeds[killed.episode_slice(i)]) == {i}
+
+    resumed = vla_stack(args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    store = EpisodeStore.open(out)
+    assert store.n_episodes == 10
+    assert store.lowdim("episode_seed")[store.episode_ends - 1].tolist() == list(range(10))
+    import zarr
+    raw = zarr.open_group(str(out), mode="r")
+    assert all(raw[f"data/{key}"].shape[0] == store.n_frames for key in store.keys)  # no leftover rows
+
+
+def test_fit_killed_midway_resumes_from_last(synthetic_stores, tmp_path):
+    config = yaml.safe_load(TRAIN_CONFIG.read_text())
+    config["trainer"].update(max_steps=40, limit_val_batches=0, enable_progress_bar=False, logger=False)
+    config["trainer"]["callbacks"][0]["init_args"]["every_n_train_steps"] = 1
+    config["data"].update(datasets=[{"path": synthetic_stores["fetch"]}], batch_size=2, num_workers=0)
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(config))
+    last = tmp_path / "runs/vla_tiny/checkpoints/last.ckpt"
+    pretrained = tmp_path / "runs/vla_tiny/pretrained"
+    kill_when(start(["fit", "--config", "fit.yaml"], tmp_path), last.exists)
+
+    import torch
+
+    from components.policy import Policy
+    step = torch.load(last, weights_only=False)["global_step"]
+    assert step >= 1
+    if pretrained.exists():  # written at each checkpoint: whole, or the previous one
+        assert Policy.from_pretrained(pretrained).embodiments == ["fetch"]
+    resumed = vla_stack(["fit", "--config", "fit.yaml", f"--trainer.max_steps={step + 2}", "--ckpt_path=last"],
+                        cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restoring states from the checkpoint path" in resumed.stderr + resumed.stdout
+    assert torch.load(last, weights_only=False)["global_step"] == step + 2
+    assert Policy.from_pretrained(pretrained).embodiments == ["fetch"]
+
+
+def test_checkpoint_write_killed_midway_keeps_the_previous_checkpoint(tiny_checkpoint, tmp_path):
+    previous = Path(shutil.copytree(tiny_checkpoint, tmp_path / "policy"))
+    before = {p.relative_to(previous): p.read_bytes() for p in previous.rglob("*") if p.is_file()}
+
+    def writing() -> bool:  # the copy is in the new directory: the ONNX export is under way
+        return any((p / "model.safetensors").exists() for p in tmp_path.glob(".policy.partial-*"))
+
+    kill_when(start(["export", "--policy", tiny_checkpoint, "--out", str(previous)], tmp_path), writing)
+    assert {p.relative_to(previous): p.read_bytes() for p in previous.rglob("*") if p.is_file()} == before
+    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"policy"}
+
+    from components.checkpoint_io import replace_directory
+    from components.policy import Policy
+    assert Policy.from_pretrained(previous).embodiments
+    with replace_directory(tmp_path / "policy") as new:  # the next write clears what the killed one left
+        shutil.copytree(previous, new, dirs_exist_ok=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["policy"]
