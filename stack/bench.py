@@ -193,6 +193,7 @@ def bench_latency(model: str = "tiny", embodiment: str = "aloha", device: str = 
     from components import action_space
     from components.backbone import hf_config_of, load_tokenizer, make_image_processor
     from components.embodiment import Embodiments
+    from components.errors import UsageError
     from components.normalization import NormStats
     from components.processor import VLAProcessor
     from components.synthetic import synthetic_observation
@@ -200,9 +201,9 @@ def bench_latency(model: str = "tiny", embodiment: str = "aloha", device: str = 
 
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
     if dtype not in dtypes:
-        raise ValueError(f"--dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+        raise UsageError(f"--dtype must be one of {sorted(dtypes)}, got {dtype!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: torch {torch.__version__} sees no CUDA device on this machine")
+        raise UsageError(f"--device {device}: torch {torch.__version__} sees no CUDA device on this machine")
     if threads:
         torch.set_num_threads(threads)
     candidates = list(candidates or [1, 8])

@@ -81,6 +81,8 @@ def export(policy: str, out: str, num_steps: int | None = None, atol: float = 1e
     from components.onnx_export import DecoderSampler, OnnxDecoder, example_inputs, export_decoder
     from components.policy import DECODER_FILE
     from components.vla import VLA
+    if not atol > 0:
+        raise UsageError(f"--atol must be > 0 (the largest |onnxruntime - torch| kept), got {atol}")
     if num_steps is not None and num_steps < 1:
         raise UsageError(f"--num_steps must be >= 1 (or unset: the model's own), got {num_steps}")
     src, dst = Path(policy).resolve(), Path(out).resolve()

@@ -85,6 +85,8 @@ CASES = [
      r"checkpoint directory '.*nowhere' does not exist"),
     ("export-zero-steps", ["export", "--policy", "{ckpt}", "--out", "{tmp}/exported", "--num_steps", "0"],
      r"--num_steps must be >= 1"),
+    ("export-negative-tolerance", ["export", "--policy", "{ckpt}", "--out", "{tmp}/exported", "--atol", "-1"],
+     r"--atol must be > 0"),
     ("export-out-is-a-file", ["export", "--policy", "{ckpt}", "--out", "{a_file}"],
      r"--out: '.*a_file.txt' is a file; expected a directory"),
     # stats
@@ -209,6 +211,21 @@ def test_debug_shows_the_traceback_of_a_user_error(inputs):
     assert result.returncode == 2
     assert "Traceback" in result.stderr and "JSONDecodeError" in result.stderr
     assert result.stderr.rstrip().splitlines()[-1].startswith("vla-stack sample: error: ")
+
+
+def test_anything_else_is_reported_as_a_bug_with_its_traceback(monkeypatch, capsys):
+    import stack.cli
+
+    def broken(argv):
+        raise ZeroDivisionError("division by zero")
+    monkeypatch.setattr(stack.cli, "dispatch", broken)  # a bug anywhere below the boundary
+    with pytest.raises(SystemExit) as exit_:
+        stack.cli.main(["run", "--env", FETCH])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1
+    assert "Traceback" in err and "ZeroDivisionError: division by zero" in err
+    assert err.rstrip().splitlines()[-1].startswith("vla-stack run: internal error (ZeroDivisionError): this is a "
+                                                    "bug in vla-stack")
 
 
 def test_help_lists_every_command():
