@@ -42,7 +42,7 @@ import numpy as np
 from components.embodiment import EmbodimentError, EmbodimentSpec
 from components.envs.experts import ExpertEpisode, make_env_and_expert
 from components.envs.experts import env_spec as _env_spec
-from components.errors import UsageError
+from components.errors import UsageError, VLAStackError
 
 SEED_KEY = "episode_seed"
 #: attribute of the store's root group naming what produced it (env id and kwargs)
@@ -78,6 +78,10 @@ class EpisodeProducer:
 # ---------------------------------------------------------------------------------- workers
 
 _WORKER: EpisodeProducer | None = None
+
+
+class TooManyDiscardedError(VLAStackError, RuntimeError):
+    """More episodes discarded than ``--max_discarded`` allows (a failing expert or a misdeclared range)."""
 
 
 def _init_worker(env_id: str, env_kwargs: dict, noise: float, noise_steps: int | None) -> None:
@@ -255,9 +259,10 @@ def collect(env: str, episodes: int, out: str, workers: int = 1, seed: int = 0,
                 discarded.append(produced.seed)
                 if len(discarded) > limit:
                     reasons = "".join(f"\n  {r}" for r in out_of_range.values())
-                    raise RuntimeError(f"{env}: discarded {len(discarded)} seed(s) {discarded} (expert failed, "
-                                       f"or out of the declared ranges:{reasons or ' none'}); "
-                                       f"stopping (raise --max_discarded to go on)")
+                    raise TooManyDiscardedError(
+                        f"{env}: discarded {len(discarded)} seed(s) {discarded} (expert failed, or out of the "
+                        f"declared ranges:{reasons or ' none'}); stopping (raise --max_discarded to go on); the "
+                        f"{store.n_episodes} whole episode(s) in {out} are kept and a rerun resumes from them")
             else:
                 _check_cameras(spec, produced, env)
                 store.append_episode(produced.frames, produced.instruction)

@@ -110,6 +110,10 @@ CASES = [
     ("collect-out-of-another-embodiment", ["collect", "--env", "vla_stack/WheeledHallway-v0", "--episodes", "1",
                                            "--out", "{fetch_store}"],
      r"--out: .*fetch_copy.zarr holds embodiment 'fetch'.*needs 'wheeled'"),
+    ("collect-too-many-discarded", ["collect", "--env", FETCH, "--episodes", "1", "--out", "{tmp}/c.zarr",
+                                    "--env_kwargs", "{{max_episode_steps: 1}}", "--max_discarded", "0"],
+     r"discarded 1 seed\(s\) \[0\] \(expert failed.*raise --max_discarded to go on\); the 0 whole episode\(s\) in "
+     r".*c.zarr are kept"),
     # fit
     ("fit-missing-store", [*FIT, DATASETS.replace("{store}", "{tmp}/nowhere.zarr")],
      r"data.datasets: episode store '.*nowhere.zarr' does not exist"),
