@@ -46,3 +46,7 @@ def yaml_problem(err: Exception) -> str:
     mark = getattr(err, "problem_mark", None)
     problem = getattr(err, "problem", None) or str(err).splitlines()[0]
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+class RemoteError(VLAStackError, ConnectionError):
+    """A served policy that cannot be reached, or that refused a request (its error reply is the message)."""

@@ -119,9 +119,7 @@ class Policy:
         """The decoder's chunks ``[K, H, A]`` before the limits: callers go through :meth:`sample_limited`."""
         spec = self.processor.embodiments[embodiment]
         batch = self.batch(obs, embodiment, instruction)
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        noise = torch.randn((1, num_samples, spec.chunk_horizon, self.vla.config.decoder.action_dim),
-                            generator=generator)
+        noise = self._noise(spec, num_samples, seed)
         if self.onnx_decoder is not None:
             if num_steps not in (None, self.onnx_decoder.num_steps):
                 raise ValueError(f"the exported decoder integrates {self.onnx_decoder.num_steps} steps; "
@@ -133,6 +131,40 @@ class Policy:
         else:
             chunks = self.vla.sample(batch, spec.chunk_horizon, num_samples, num_steps, noise=noise)
         return self.processor.decode_actions(chunks[0], embodiment)
+
+    def _noise(self, spec: EmbodimentSpec, num_samples: int, seed: int | None) -> torch.Tensor:
+        """The initial flow noise ``[1, K, H, D]`` of one observation: seeded, or from torch's global RNG."""
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        return torch.randn((1, num_samples, spec.chunk_horizon, self.vla.config.decoder.action_dim),
+                           generator=generator)
+
+    @torch.no_grad()
+    def sample_batch(self, requests: list[tuple[dict, str, str]], seeds: list[int | None] | None = None,
+                     num_samples: int = 1, num_steps: int | None = None) -> list[LimitedChunks]:
+        """:meth:`sample_limited` for several ``(obs, embodiment, instruction)`` at once: per request the
+        same chunks (same noise for the same seed), from one backbone + decoder call per chunk horizon
+        (requests of embodiments with the same horizon share it). What the policy server batches."""
+        seeds = list(seeds) if seeds is not None else [None] * len(requests)
+        if len(seeds) != len(requests):
+            raise UsageError(f"sample_batch: {len(requests)} requests but {len(seeds)} seeds")
+        if self.onnx_decoder is not None:  # the exported graph is traced for one observation
+            return [self.sample_limited(o, e, i, num_samples, num_steps, s) for (o, e, i), s in zip(requests, seeds)]
+        specs = [self.processor.embodiments[e] for _, e, _ in requests]
+        samples = []
+        for (obs, embodiment, instruction), spec in zip(requests, specs):
+            validate_observation(obs, spec)
+            samples.append(self.processor.encode_observation(obs["images"], obs.get("state"), instruction,
+                                                             embodiment))
+        noise = [self._noise(spec, num_samples, seed) for spec, seed in zip(specs, seeds)]
+        out: list[LimitedChunks | None] = [None] * len(requests)
+        for horizon in dict.fromkeys(spec.chunk_horizon for spec in specs):
+            group = [i for i, spec in enumerate(specs) if spec.chunk_horizon == horizon]
+            batch = self.processor.collate([samples[i] for i in group])
+            chunks = self.vla.sample(batch, horizon, num_samples, num_steps, noise=torch.cat([noise[i] for i in group]))
+            for row, i in enumerate(group):
+                raw = self.processor.decode_actions(chunks[row], requests[i][1])
+                out[i] = LimitedChunks(*specs[i].limit_actions(raw))
+        return out
 
     def describe(self) -> str:
         cfg = self.vla.config

@@ -298,3 +298,124 @@ def bench_latency(model: str = "tiny", embodiment: str = "aloha", device: str = 
         Path(json).parent.mkdir(parents=True, exist_ok=True)
         Path(json).write_text(json_module.dumps(result, indent=2))
     return result
+
+
+def _malformed_frames(request: dict) -> list:
+    """Frames a server must answer with an error and survive: bad msgpack, a text frame, a missing
+    key, a wrong image shape, an unknown embodiment."""
+    from planners.remote import pack
+
+    cam = next(iter(request["images"]))
+    return [b"\xc1\x00", "not msgpack", pack({k: v for k, v in request.items() if k != "prompt"}),
+            pack({**request, "images": {**request["images"], cam: request["images"][cam][1:]}}),
+            pack({**request, "embodiment": "spot"})]
+
+
+def _load_phase(uri: str, spec, clients: int, requests: int, malformed_every: int) -> dict:
+    """``clients`` threads, each on its own connection, sending ``requests`` observations one after
+    another (plus a malformed frame after every ``malformed_every``-th); latencies of the good ones."""
+    import threading
+
+    import numpy as np
+    from websockets.sync.client import connect
+
+    from planners.remote import pack, unpack
+    from stack.results import latency_summary
+
+    latencies, batch_sizes, errors = [], [], []
+    malformed = {"sent": 0, "answered": 0}
+    lock = threading.Lock()
+    start = threading.Barrier(clients + 1)
+
+    def client(index: int) -> None:
+        rng = np.random.default_rng(index)
+        request = {"images": {c.name: rng.integers(0, 256, (c.height, c.width, 3), dtype=np.uint8)
+                              for c in spec.cameras},
+                   "state": np.array([(s.low + s.high) / 2 for s in spec.state_slots], np.float32),
+                   "prompt": "reach the target", "embodiment": spec.name}
+        bad = _malformed_frames(request)
+        with connect(uri, compression=None, max_size=None) as ws:
+            unpack(ws.recv())
+            ws.send(pack(request))  # warm-up, untimed
+            ws.recv()
+            start.wait()
+            for i in range(requests):
+                t0 = time.perf_counter()
+                ws.send(pack({**request, "seed": index * requests + i}))
+                reply = ws.recv()
+                ms = (time.perf_counter() - t0) * 1e3
+                with lock:
+                    if isinstance(reply, str) or unpack(reply)["actions"].shape != (spec.chunk_horizon,
+                                                                                     spec.action_dim):
+                        errors.append(reply if isinstance(reply, str) else "wrong actions shape")
+                    else:
+                        latencies.append(ms)
+                        batch_sizes.append(unpack(reply)["server_timing"]["batch_size"])
+                if malformed_every and i % malformed_every == malformed_every - 1:
+                    ws.send(bad[(i // malformed_every) % len(bad)])
+                    answer = ws.recv()
+                    with lock:
+                        malformed["sent"] += 1
+                        malformed["answered"] += isinstance(answer, str) and "bad request" in answer
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"clients": clients, "requests": len(latencies), "errors": clients * requests - len(latencies), "first_error": errors[0] if errors else None,
+            "malformed_sent": malformed["sent"], "malformed_answered": malformed["answered"],
+            "latency_ms": latency_summary(latencies), "throughput_rps": len(latencies) / wall,
+            "mean_batch": float(np.mean(batch_sizes)) if batch_sizes else None}
+
+
+def bench_serve(policy: str, clients: int = 8, requests: int = 200, embodiment: str = "fetch",
+                malformed_every: int = 10, batch_window_ms: float = 5.0, max_batch: int = 8,
+                json: str | None = None) -> dict:
+    """Load test of ``vla-stack serve`` over loopback: 1 client and ``clients`` clients, with
+    batching on (``batch_window_ms``, ``max_batch``) and off (``max_batch`` 1); p50/p95 latency,
+    throughput, errors (expected 0) and malformed frames answered (expected all).
+
+    Args:
+        policy: checkpoint directory to serve.
+        clients: concurrent clients in the loaded phase.
+        requests: good requests per client.
+        embodiment: the embodiment the requests are for.
+        malformed_every: one malformed frame after every this many good requests (0: none).
+        batch_window_ms: the server's batching window in the batched runs.
+        max_batch: the server's largest batch in the batched runs.
+        json: write the result to this path.
+    """
+    from components.embodiment import Embodiments
+    from components.errors import UsageError
+    from stack.results import write_json
+    from stack.serve import served
+
+    for name, value in (("clients", clients), ("requests", requests), ("max_batch", max_batch)):
+        if value < 1:
+            raise UsageError(f"--{name} must be >= 1, got {value}")
+    from pathlib import Path
+    if not (Path(policy) / "embodiments.yaml").is_file():
+        raise UsageError(f"--policy: '{policy}' is not a checkpoint directory (no embodiments.yaml)")
+    specs = Embodiments.load(Path(policy) / "embodiments.yaml")
+    if embodiment not in specs:
+        raise UsageError(f"--embodiment: '{embodiment}' is not served by {policy}; it knows {specs.names()}")
+    rows = []
+    for mode, window, most in (("batched", batch_window_ms, max_batch), ("unbatched", 0.0, 1)):
+        with served(policy, "--batch_window_ms", str(window), "--max_batch", str(most)) as uri:
+            for n in (1, clients):
+                rows.append({"mode": mode, "batch_window_ms": window, "max_batch": most,
+                             **_load_phase(uri, specs[embodiment], n, requests, malformed_every)})
+    result = {"policy": str(policy), "embodiment": embodiment, "rows": rows}
+    print(f"\n{'mode':<11}{'clients':>8}{'requests':>9}{'errors':>7}{'malformed':>11}{'p50 ms':>9}{'p95 ms':>9}"
+          f"{'req/s':>8}{'batch':>7}")
+    for r in rows:
+        print(f"{r['mode']:<11}{r['clients']:>8}{r['requests']:>9}{r['errors']:>7}"
+              f"{str(r['malformed_answered']) + '/' + str(r['malformed_sent']):>11}{r['latency_ms']['p50']:9.1f}"
+              f"{r['latency_ms']['p95']:9.1f}{r['throughput_rps']:8.1f}{r['mean_batch']:7.2f}")
+    if json:
+        write_json(result, json)
+    return result

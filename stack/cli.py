@@ -61,10 +61,11 @@ def commands() -> dict:
     from stack import bench, commands as c
     from stack.collect import collect
     from stack.runner import run
+    from stack.serve import serve
     return {**{name: _listed_only(name, summary) for name, summary in LIGHTNING_COMMANDS.items()},
-            "demo": c.demo, "train_demo": c.train_demo, "collect": collect, "run": run, "synth": c.synth,
+            "demo": c.demo, "train_demo": c.train_demo, "collect": collect, "run": run, "serve": serve, "synth": c.synth,
             "stats": c.stats, "sample": c.sample, "export": c.export,
-            "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency}}
+            "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency, "serve": bench.bench_serve}}
 
 
 def dispatch(argv: list[str]) -> None:

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 from components.errors import CheckpointNotFoundError, UsageError  # noqa: E402
 from planners.episode import EpisodeRecord, PolicyDecider, run_episode  # noqa: E402
 from planners.executors import default_execute_horizon, default_temporal_ensemble, max_execute_horizon  # noqa: E402
+from planners.remote import RemoteDecider  # noqa: E402
 from stack.results import (  # noqa: E402
     MIN_VIDEO_HEIGHT,
     VideoWriter,
@@ -56,20 +57,26 @@ def video_frames(writer: VideoWriter, cameras: list[str], episode: int, extra_vi
 
 
 # ----------------------------------------------------------------------------- command
-def _check_inputs(env: str, policy: str) -> str:
+def _check_inputs(env: str, policy: str | None, remote: str | None = None) -> str:
     from components.envs import EMBODIMENT_OF
     if env not in EMBODIMENT_OF:
         raise UsageError(f"--env: unknown environment '{env}'; known: {sorted(EMBODIMENT_OF)}")
-    if not Path(policy).is_dir():
+    if (policy is None) == (remote is None):
+        raise UsageError("give --policy DIR (a checkpoint directory) or --remote ws://HOST:PORT (a policy server), "
+                         "exactly one")
+    if remote is not None:
+        if not remote.startswith(("ws://", "wss://")):
+            raise UsageError(f"--remote: expected ws://HOST:PORT (what `vla-stack serve` prints), got '{remote}'")
+    elif not Path(policy).is_dir():
         raise CheckpointNotFoundError(f"--policy: checkpoint directory '{policy}' does not exist")
     return EMBODIMENT_OF[env]
 
 
-def run(env: str, policy: str, episodes: int = 10, seed: int = 0, candidates: int = 1,
+def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, candidates: int = 1,
         execute_horizon: int | None = None, temporal_ensemble: bool | None = None, ensemble_decay: float = 0.01,
         max_steps: int | None = None, env_kwargs: dict | None = None, num_flow_steps: int | None = None,
         decoder: str = "torch", video: str | None = None, video_episodes: int = 3,
-        json: str | None = None) -> dict:
+        json: str | None = None, remote: str | None = None) -> dict:
     """Evaluate a policy closed-loop in a simulation env and report its success rate.
 
     Seeded episodes; success rate with its Wilson interval (95 percent), decision latencies; optionally
@@ -95,6 +102,7 @@ def run(env: str, policy: str, episodes: int = 10, seed: int = 0, candidates: in
         video: write an mp4 of the first ``video_episodes`` episodes to this path.
         video_episodes: how many episodes go into the video.
         json: write the run result to this path.
+        remote: ws://HOST:PORT of a policy server (``vla-stack serve``) to decide with, instead of ``policy``.
     """
     import gymnasium as gym
     from tqdm import tqdm
@@ -104,12 +112,19 @@ def run(env: str, policy: str, episodes: int = 10, seed: int = 0, candidates: in
     if candidates != 1:
         raise UsageError(f"--candidates {candidates}: only 1 is supported until a world model ranks candidate "
                          f"chunks (more would be sampled and discarded)")
-    embodiment = _check_inputs(env, policy)
-    pol = Policy.from_pretrained(policy, decoder=decoder)
-    if embodiment not in pol.embodiments:
-        raise UsageError(f"--policy: '{policy}' does not know embodiment '{embodiment}' (needed by {env}); "
-                         f"it knows {sorted(pol.embodiments)}")
-    spec = pol.processor.embodiments[embodiment]
+    embodiment = _check_inputs(env, policy, remote)
+    if remote is not None:
+        if num_flow_steps is not None or decoder != "torch":
+            raise UsageError("--num_flow_steps and --decoder are the server's choice with --remote")
+        decider = RemoteDecider(remote, embodiment)
+        spec = decider.spec
+    else:
+        pol = Policy.from_pretrained(policy, decoder=decoder)
+        if embodiment not in pol.embodiments:
+            raise UsageError(f"--policy: '{policy}' does not know embodiment '{embodiment}' (needed by {env}); "
+                             f"it knows {sorted(pol.embodiments)}")
+        spec = pol.processor.embodiments[embodiment]
+        decider = PolicyDecider(pol, embodiment, num_flow_steps)
     if temporal_ensemble and spec.action_kind == "waypoints":
         raise UsageError(f"--temporal_ensemble: not available for {embodiment} (waypoints in the robot frame "
                          f"of each prediction cannot be averaged across steps)")
@@ -124,12 +139,13 @@ def run(env: str, policy: str, episodes: int = 10, seed: int = 0, candidates: in
     if episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {episodes}")
 
-    decider = PolicyDecider(pol, embodiment, num_flow_steps)
     environment = gym.make(env, **(env_kwargs or {}))
     seeds = [seed + i for i in range(episodes)]
     records: list[EpisodeRecord] = []
     with contextlib.ExitStack() as stack:
         stack.callback(environment.close)
+        if remote is not None:
+            stack.callback(decider.close)
         writer = stack.enter_context(VideoWriter(video, fps=spec.control_hz)) if video else None
         bar = tqdm(seeds, desc=env, unit="ep", dynamic_ncols=True)
         for i, s in enumerate(bar):
@@ -146,7 +162,7 @@ def run(env: str, policy: str, episodes: int = 10, seed: int = 0, candidates: in
     result = {
         "env": env,
         "env_kwargs": {k: str(v) for k, v in (env_kwargs or {}).items()},
-        "policy": str(policy),
+        "policy": str(policy or remote),
         "embodiment": embodiment,
         "episodes": len(records),
         "successes": successes,

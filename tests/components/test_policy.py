@@ -135,3 +135,28 @@ def test_the_run_result_counts_the_clipped_actions(tiny_checkpoint, tmp_path):
     result = run("vla_stack/WheeledHallway-v0", str(ckpt), episodes=1, max_steps=6, num_flow_steps=2)
     ep = result["per_episode"][0]
     assert result["clipped_actions"] == ep["clipped_actions"] > 0 and result["nonfinite_actions"] == 0
+
+
+def test_sample_batch_gives_each_request_its_own_sample_limited_chunk(policy):
+    """Mixed embodiments and instructions of different lengths in one call: per request the chunk
+    sample_limited gives for the same seed (one backbone + decoder call per chunk horizon)."""
+    requests = [(observation(policy, "fetch"), "fetch", "reach"),
+                (observation(policy, "aloha"), "aloha", "transfer the cube to the other arm"),
+                (observation(policy, "fetch"), "fetch", "reach the red target far to the left"),
+                (observation(policy, "wheeled"), "wheeled", "go")]
+    seeds = [1, 2, 3, 4]
+    calls = []
+    original = policy.vla.sample
+    policy.vla.sample = lambda batch, *a, **k: calls.append(batch["input_ids"].shape[0]) or original(batch, *a, **k)
+    try:
+        batched = policy.sample_batch(requests, seeds)
+    finally:
+        del policy.vla.sample
+    assert sorted(calls) == [1, 1, 2]  # fetch's two requests share one call
+    for (obs, name, text), seed, got in zip(requests, seeds, batched):
+        alone = policy.sample_limited(obs, name, text, seed=seed)
+        assert got.chunks.shape == alone.chunks.shape
+        np.testing.assert_allclose(got.chunks, alone.chunks, rtol=0, atol=1e-5)
+        assert (got.clipped, got.nonfinite) == (alone.clipped, alone.nonfinite)
+    with pytest.raises(ObservationError, match="missing camera"):
+        policy.sample_batch([(observation(policy, "fetch"), "aloha", "x")], [0])

@@ -67,6 +67,23 @@ CASES = [
      r"bad_plan.yaml: invalid YAML"),
     ("run-episodes-not-a-number", ["run", "--env", FETCH, "--policy", "{ckpt}", "--episodes", "many"],
      r'error: Parser key "episodes"'),
+    ("run-remote-unreachable", ["run", "--env", FETCH, "--remote", "ws://127.0.0.1:1"],
+     r"--remote ws://127.0.0.1:1: cannot connect \(ConnectionRefusedError.*expected a policy server there"),
+    ("run-remote-not-a-ws-uri", ["run", "--env", FETCH, "--remote", "127.0.0.1:8000"],
+     r"--remote: expected ws://HOST:PORT \(what `vla-stack serve` prints\), got '127.0.0.1:8000'"),
+    ("run-policy-and-remote", ["run", "--env", FETCH, "--policy", "{ckpt}", "--remote", "ws://127.0.0.1:1"],
+     r"give --policy DIR \(a checkpoint directory\) or --remote ws://HOST:PORT \(a policy server\), exactly one"),
+    # serve
+    ("serve-port-out-of-range", ["serve", "--policy", "{ckpt}", "--port", "70000"],
+     r"--port must be in 0\.\.65535 \(0: any free port\), got 70000"),
+    ("serve-missing-policy-dir", ["serve", "--policy", "{tmp}/nowhere"],
+     r"--policy: checkpoint directory '.*nowhere' does not exist"),
+    ("serve-empty-policy-dir", ["serve", "--policy", "{empty}", "--port", "0"],
+     r"'.*empty' is not a VLA checkpoint directory"),
+    ("serve-zero-max-batch", ["serve", "--policy", "{ckpt}", "--max_batch", "0"],
+     r"--max_batch must be >= 1, got 0"),
+    ("bench-serve-zero-clients", ["bench", "serve", "--policy", "{ckpt}", "--clients", "0"],
+     r"--clients must be >= 1, got 0"),
     # sample
     ("sample-missing-tokenizer-file", ["sample", "--policy", "{no_tokenizer}"],
      r"no_tokenizer/tokenizer: tokenizer files missing: \['tokenizer.json or vocab.json'\]"),
@@ -197,7 +214,7 @@ def outcomes(request, inputs) -> dict[str, subprocess.CompletedProcess]:
 
 def test_corpus_covers_every_command():
     commands = {args[0] for _, args, _ in CASES}
-    assert len(CASES) >= 25 and {"run", "collect", "fit", "stats", "export", "sample"} <= commands
+    assert len(CASES) >= 25 and {"run", "collect", "fit", "stats", "export", "sample", "serve"} <= commands
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -209,7 +226,8 @@ def test_bad_input_is_one_clean_error_line(case, outcomes):
     assert re.search(expected, result.stderr), result.stderr[-3000:]
     if name not in PARSER_ERRORS:
         last = result.stderr.rstrip().splitlines()[-1]
-        assert last.startswith(f"vla-stack {args[0]}: error: ") and re.search(expected, last), result.stderr[-3000:]
+        command = " ".join(a for a in args[:2] if not a.startswith("-"))  # "bench serve": two words
+        assert last.startswith(f"vla-stack {command}: error: ") and re.search(expected, last), result.stderr[-3000:]
 
 
 def test_debug_shows_the_traceback_of_a_user_error(inputs):
