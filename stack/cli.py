@@ -92,6 +92,7 @@ def commands() -> dict:
     return {**{name: _listed_only(name, summary) for name, summary in LIGHTNING_COMMANDS.items()},
             "demo": c.demo, "train_demo": c.train_demo, "collect": collect, "run": run, "synth": c.synth,
             "stats": c.stats, "sample": c.sample, "export": c.export,
+            "eval-world-model": c.eval_world_model,
             "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency}}
 
 

@@ -81,15 +81,16 @@ class LearnedWorldModel:
         """Nothing to keep: a learned model sees only observations."""
 
     # ---- imagining --------------------------------------------------------------------------
-    def _context_latents(self, history: list[dict]) -> torch.Tensor:
+    def _context(self, history: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         """Latents ``[Fc, C, h, w]`` of the last ``context_frames`` observations (the oldest repeated
-        when the episode has fewer), as in training at an episode's start."""
+        when the episode has fewer, as in training at an episode's start) and their pixels."""
         if not history:
             raise ValueError("imagine needs at least the current observation in history")
         obs = list(history[-self.meta.context_frames:])
         obs = [obs[0]] * (self.meta.context_frames - len(obs)) + obs
         images = {c: np.stack([o["images"][c] for o in obs]) for c in self.meta.cameras}
-        return self.pipeline.encode(frames_to_pixels(images, self.meta))
+        pixels = frames_to_pixels(images, self.meta)
+        return self.pipeline.encode(pixels), pixels
 
     def imagine(self, history: list[dict], chunks: np.ndarray, spec: EmbodimentSpec, execute_steps: int,
                 seed: int | None = None, num_inference_steps: int | None = None) -> Imagination:
@@ -100,10 +101,11 @@ class LearnedWorldModel:
         k = chunks.shape[0]
         actions, time_mask, dim_mask = (torch.as_tensor(a) for a in canonical_actions(chunks, spec))
         index = torch.full((k,), int(self.meta.embodiments[spec.name]["index"]), dtype=torch.long)
-        context = self._context_latents(history)[None].expand(k, -1, -1, -1, -1)
+        context, context_pixels = self._context(history)
         generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
-        latents, pixels = self.pipeline(context, actions, time_mask, dim_mask, index,
-                                        num_inference_steps=num_inference_steps, generator=generator)
+        latents, pixels = self.pipeline(context[None].expand(k, -1, -1, -1, -1), actions, time_mask, dim_mask, index,
+                                        num_inference_steps=num_inference_steps, generator=generator,
+                                        last_pixels=context_pixels[-1:].expand(k, -1, -1, -1))
         return Imagination(latents=latents.numpy(), frames=pixels_to_uint8(pixels),
                            steps=predicted_steps(execute_steps, self.meta.num_frames),
                            imagine_ms=1000.0 * (time.perf_counter() - start),

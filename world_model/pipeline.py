@@ -41,6 +41,7 @@ class WorldModelMeta:
     embodiments: dict[str, dict]
     slot_table: list[str] = field(default_factory=lambda: list(action_space.CANONICAL_SLOTS))
     num_inference_steps: int = 4
+    delta_scale: float = 10.0  # the transformer's sample is (future latent - last context latent) * delta_scale
 
     @staticmethod
     def embodiment_entry(spec: EmbodimentSpec, index: int) -> dict:
@@ -57,7 +58,7 @@ class WorldModelMeta:
             raw = json.loads(path.read_text())
             return cls(**{k: raw[k] for k in ("cameras", "frame_height", "frame_width", "context_frames",
                                               "num_frames", "execute_steps", "embodiments", "slot_table",
-                                              "num_inference_steps")})
+                                              "num_inference_steps", "delta_scale")})
 
 
 def tiny_vae(overrides: dict | None = None) -> AutoencoderKL:
@@ -89,7 +90,10 @@ def pixels_to_uint8(pixels: torch.Tensor) -> np.ndarray:
 class WorldModelPipeline(DiffusionPipeline):
     """Autoencoder + action-conditioned latent video transformer + ``FlowMatchEulerDiscreteScheduler``.
     One call integrates the flow of every batch item (K candidates) at once: one transformer forward
-    per scheduler step."""
+    per scheduler step. The flow runs on the change from the last context latent (scaled by
+    ``meta.delta_scale``), so "nothing moves" is the zero sample; given the last real frame, the
+    imagined frames are that frame plus the decoded change, which keeps the autoencoder's error on
+    the static scene out of them."""
 
     model_cpu_offload_seq = "transformer->vae"
 
@@ -110,9 +114,11 @@ class WorldModelPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, context: torch.Tensor, actions: torch.Tensor, time_mask: torch.Tensor,
                  dim_mask: torch.Tensor, embodiment: torch.Tensor, num_inference_steps: int | None = None,
-                 generator: torch.Generator | None = None, decode: bool = True):
+                 generator: torch.Generator | None = None, decode: bool = True,
+                 last_pixels: torch.Tensor | None = None):
         """Future latents ``[B, F, C, h, w]`` (and their decoded pixels ``[B, F, 3, H, W]``, or None) of
-        context latents ``[B, Fc, C, h, w]`` under canonical chunks ``actions [B, H_max, D]``."""
+        context latents ``[B, Fc, C, h, w]`` under canonical chunks ``actions [B, H_max, D]``.
+        ``last_pixels [B, 3, H, W]``: the last real frame, which the decoded change is added to."""
         steps = num_inference_steps or self.meta.num_inference_steps
         b, _, c, h, w = context.shape
         latents = torch.randn((b, self.meta.num_frames, c, h, w), generator=generator, dtype=context.dtype)
@@ -121,7 +127,13 @@ class WorldModelPipeline(DiffusionPipeline):
             t = (timestep / self.scheduler.config.num_train_timesteps).expand(b).to(context.dtype)
             velocity = self.transformer(latents, context, actions, time_mask, dim_mask, embodiment, t)
             latents = self.scheduler.step(velocity, timestep, latents, return_dict=False)[0]
-        pixels = self.decode(latents.flatten(0, 1)).unflatten(0, (b, -1)) if decode else None
+        last = context[:, -1:]
+        latents = last + latents / self.meta.delta_scale
+        if not decode:
+            return latents, None
+        pixels = self.decode(latents.flatten(0, 1)).unflatten(0, (b, -1))
+        if last_pixels is not None:
+            pixels = (last_pixels[:, None] + pixels - self.decode(last[:, 0])[:, None]).clamp(-1, 1)
         return latents, pixels
 
     def save_pretrained(self, save_directory, **kwargs) -> None:

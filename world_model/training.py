@@ -134,12 +134,13 @@ class WorldModelModule(L.LightningModule):
     stock diffusers ``WanTransformer3DModel``); ``vae`` / ``transformer`` patch their tiny configs.
     ``cameras``: the cameras it sees (default: the data's embodiment's). ``frame_height`` /
     ``frame_width``: per camera. ``execute_steps`` / ``num_frames``: frames are predicted at
-    ``predicted_steps(execute_steps, num_frames)``. ``export_dir``: the pipeline directory written
+    ``predicted_steps(execute_steps, num_frames)``. ``delta_scale``: the flow's sample is the
+    change from the last context latent times this (about unit scale). ``export_dir``: the pipeline directory written
     (atomically) at each Lightning checkpoint and when fitting ends. Resume: ``--ckpt_path last``."""
 
     def __init__(self, architecture: str = "dit", cameras: list[str] | None = None, frame_height: int = 48,
                  frame_width: int = 64, context_frames: int = 2, num_frames: int = 4, execute_steps: int = 10,
-                 vae: dict | None = None, transformer: dict | None = None, num_embodiments: int = 8,
+                 delta_scale: float = 10.0, vae: dict | None = None, transformer: dict | None = None, num_embodiments: int = 8,
                  num_inference_steps: int = 4, lr: float = 1e-3, weight_decay: float = 0.0,
                  warmup_steps: int = 20, kl_weight: float = 1e-4, export_dir: str | None = None):
         super().__init__()
@@ -171,7 +172,7 @@ class WorldModelModule(L.LightningModule):
             cameras=list(cameras), frame_height=hp.frame_height, frame_width=hp.frame_width,
             context_frames=hp.context_frames, num_frames=hp.num_frames, execute_steps=hp.execute_steps,
             embodiments={name: WorldModelMeta.embodiment_entry(spec, i) for i, (name, spec) in enumerate(specs.items())},
-            num_inference_steps=hp.num_inference_steps)
+            num_inference_steps=hp.num_inference_steps, delta_scale=hp.delta_scale)
         try:
             self.pipeline = build_pipeline(self.meta, hp.architecture, hp.vae, hp.transformer, hp.num_embodiments)
         except (ValueError, TypeError) as err:
@@ -186,7 +187,8 @@ class WorldModelModule(L.LightningModule):
         reconstruction = F.mse_loss(recon, pixels.flatten(0, 1))
         kl = posterior.kl().mean() / math.prod(posterior.mean.shape[1:])
         latents = (posterior.mean * self.vae.config.scaling_factor).detach().unflatten(0, (b, n))
-        context, target = latents[:, :self.meta.context_frames], latents[:, self.meta.context_frames:]
+        context, future = latents[:, :self.meta.context_frames], latents[:, self.meta.context_frames:]
+        target = (future - context[:, -1:]) * self.meta.delta_scale  # the pipeline's sample space
         t = torch.rand(b, device=latents.device)
         noise = torch.randn_like(target)
         noisy = t.view(b, 1, 1, 1, 1) * noise + (1 - t.view(b, 1, 1, 1, 1)) * target
