@@ -22,6 +22,8 @@ class LearnedWorldModel:
 
     def __init__(self, pipeline: WorldModelPipeline, name: str = "learned"):
         self.pipeline = pipeline
+        for module in (pipeline.vae, pipeline.transformer):
+            module.eval()  # serving numerics (e.g. attention's fused inference path) as after from_pretrained
         self.meta = pipeline.meta
         self.name = name
 
