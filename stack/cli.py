@@ -20,7 +20,8 @@ os.environ.setdefault("PYGLET_HEADLESS", "true")
 
 #: the LightningCLI commands and what each does (for the command list of ``vla-stack --help``)
 LIGHTNING_COMMANDS = {
-    "fit": "Train the VLA on episode stores (a training config: configs/train/*.yaml); writes a checkpoint directory.",
+    "fit": "Train the VLA, or a world model, on episode stores (a training config: configs/train/*.yaml); writes a "
+           "checkpoint directory.",
     "validate": "Validation loss of a Lightning checkpoint (--ckpt_path) on the configured data.",
     "test": "Test loss of a Lightning checkpoint (--ckpt_path) on the configured data.",
     "predict": "Sampled action chunks of a Lightning checkpoint (--ckpt_path) beside the recorded ones.",
@@ -31,10 +32,39 @@ USER_ERROR_EXIT = 2  # what argparse and jsonargparse exit with for a bad argume
 BUG_EXIT = 1
 
 
+def config_files(args: list[str]) -> list[str]:
+    """The ``--config`` files named in ``args`` (``--config X`` or ``--config=X``)."""
+    files = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    return files + [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"]
+
+
+def is_world_model_config(args: list[str]) -> bool:
+    """Whether the training config chooses the world model: its ``model`` names a ``class_path``
+    (configs/train/world_model_tiny.yaml); the VLA configs give the VLAModule's arguments directly."""
+    import yaml
+    for path in config_files(args):
+        try:
+            with open(path) as f:
+                model = (yaml.safe_load(f) or {}).get("model")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue  # LightningCLI reports an unreadable config itself
+        if isinstance(model, dict) and "class_path" in model:
+            return True
+    return any(a.startswith("--model.class_path") for a in args)
+
+
 def lightning_main(args: list[str]) -> None:
     import warnings
 
     from lightning.pytorch.cli import LightningCLI
+
+    # the arguments are given on purpose (main() has taken --debug out of them)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    if is_world_model_config(args):
+        from world_model.training import WorldModelDataModule, WorldModelModule
+        LightningCLI(WorldModelModule, WorldModelDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                     args=args, save_config_kwargs={"overwrite": True})
+        return
 
     from components.datamodule import MixtureDataModule
     from components.training import VLAModule
@@ -43,8 +73,6 @@ def lightning_main(args: list[str]) -> None:
         def add_arguments_to_parser(self, parser):
             parser.link_arguments("model.model", "data.model")
 
-    # the arguments are given on purpose (main() has taken --debug out of them)
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     VLACLI(VLAModule, MixtureDataModule, args=args, save_config_kwargs={"overwrite": True})
 
 
@@ -65,6 +93,7 @@ def commands() -> dict:
     return {**{name: _listed_only(name, summary) for name, summary in LIGHTNING_COMMANDS.items()},
             "demo": c.demo, "train_demo": c.train_demo, "collect": collect, "run": run, "serve": serve, "synth": c.synth,
             "stats": c.stats, "sample": c.sample, "export": c.export,
+            "eval-world-model": c.eval_world_model,
             "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency, "serve": bench.bench_serve}}
 
 

@@ -201,3 +201,54 @@ def train_demo(steps: int = 300, episodes: int = 8) -> None:
         print(f"\ntrained {steps} steps in {time.perf_counter() - t0:.0f} s: "
               f"train loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     sample("runs/vla_tiny/pretrained")
+
+
+def eval_world_model(world_model: str, data: str, json: str | None = None, episodes: int = 3, stride: int = 5,
+                     batch_size: int = 16, seed: int = 0, num_inference_steps: int | None = None) -> dict:
+    """Prediction error of a learned world model per predicted step, against copying the last frame.
+
+    Windows start every ``stride`` frames of the store's last ``episodes`` episodes (the ones
+    training held out with ``data.val_episodes``); errors are MSE of pixels in [0, 1] and of latents.
+
+    Args:
+        world_model: world-model pipeline directory (what `fit` with a world-model config exports).
+        data: episode store (expert episodes or recorded rollouts) of an embodiment the model knows.
+        json: also write the result here (atomically).
+        episodes: how many of the store's last episodes to evaluate on.
+        stride: frames between window starts.
+        batch_size: windows imagined per pipeline call.
+        seed: noise seed of the sampler.
+        num_inference_steps: scheduler steps (default: the model's).
+    """
+    from components.datamodule import open_checked_stores
+    from stack.results import write_json
+    from world_model.evaluate import prediction_errors
+    from world_model.learned import load_world_model
+
+    for name, value in (("--episodes", episodes), ("--stride", stride), ("--batch_size", batch_size)):
+        if value < 1:
+            raise UsageError(f"{name} must be >= 1, got {value}")
+    if num_inference_steps is not None and num_inference_steps < 1:
+        raise UsageError(f"--num_inference_steps must be >= 1, got {num_inference_steps}")
+    model = load_world_model(world_model)
+    stores, embodiments = open_checked_stores([data], where="--data")
+    store, spec = stores[0], embodiments[stores[0].embodiment]
+    model.check_compatible(spec)
+    held_out = list(range(max(0, store.n_episodes - episodes), store.n_episodes))
+    errors = prediction_errors(model, store, spec, held_out, stride=stride, batch_size=batch_size, seed=seed,
+                               num_inference_steps=num_inference_steps)
+    if not errors["windows"]:
+        raise UsageError(f"--data {data}: episodes {held_out} have no window of {model.execute_steps + 1} frames "
+                         f"(execute_steps {model.execute_steps} + 1); give more --episodes or longer episodes")
+    # The integrator adds the ranking agreement with the oracle (rank correlation over K candidates) here.
+    result = {"world_model": world_model, "architecture": type(model.pipeline.transformer).__name__,
+              "data": data, "embodiment": spec.name, "episodes": held_out, "stride": stride, **errors}
+    print(f"{'step':>5} {'pixel model':>12} {'pixel copy':>11} {'pixel AE':>9} {'latent model':>13} {'latent copy':>12}")
+    for i, step in enumerate(errors["steps"]):
+        p, lat = errors["pixel_mse"], errors["latent_mse"]
+        print(f"{step:>5} {p['model'][i]:>12.5f} {p['copy_last'][i]:>11.5f} {p['autoencoder'][i]:>9.5f} "
+              f"{lat['model'][i]:>13.5f} {lat['copy_last'][i]:>12.5f}")
+    print(f"{errors['windows']} windows of episodes {held_out[0]}..{held_out[-1]} of {data}")
+    if json:
+        write_json(result, json)
+    return result

@@ -132,6 +132,16 @@ CASES = [
      r"discarded 1 seed\(s\) \[0\] \(expert failed.*raise --max_discarded to go on\); the 0 whole episode\(s\) in "
      r".*c.zarr are kept"),
     # fit
+    ("fit-world-model-missing-store", ["fit", "--config", str(REPO / "configs/train/world_model_tiny.yaml"),
+                                       "--data.init_args.datasets=[{tmp}/nowhere.zarr]", "--trainer.max_steps=1"],
+     r"data.datasets: episode store '.*nowhere.zarr' does not exist"),
+    # eval-world-model
+    ("eval-world-model-missing-dir", ["eval-world-model", "--world_model", "{tmp}/nowhere", "--data", "{fetch_store}"],
+     r"world-model directory '.*nowhere' does not exist \(a world-model directory holds model_index.json"),
+    ("eval-world-model-given-a-policy", ["eval-world-model", "--world_model", "{ckpt}", "--data", "{fetch_store}"],
+     r"is not a world-model directory \(it is a VLA policy checkpoint\): no model_index.json, world_model.json"),
+    ("eval-world-model-zero-episodes", ["eval-world-model", "--world_model", "{ckpt}", "--data", "{fetch_store}",
+                                        "--episodes", "0"], r"--episodes must be >= 1, got 0"),
     ("fit-missing-store", [*FIT, DATASETS.replace("{store}", "{tmp}/nowhere.zarr")],
      r"data.datasets: episode store '.*nowhere.zarr' does not exist"),
     ("fit-damaged-image-chunk", [*FIT, DATASETS.replace("{store}", "{damaged_images}")],
@@ -214,7 +224,7 @@ def outcomes(request, inputs) -> dict[str, subprocess.CompletedProcess]:
 
 def test_corpus_covers_every_command():
     commands = {args[0] for _, args, _ in CASES}
-    assert len(CASES) >= 25 and {"run", "collect", "fit", "stats", "export", "sample", "serve"} <= commands
+    assert len(CASES) >= 25 and {"run", "collect", "fit", "stats", "export", "sample", "serve", "eval-world-model"} <= commands
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])

@@ -1,0 +1,115 @@
+"""The learned world model: pipeline round trip, refusals, one batched call for K, fit and eval end to end."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from components.embodiment import Camera, Embodiments, Slot
+from world_model.base import WorldModelMismatchError
+from world_model.learned import LearnedWorldModel, load_world_model
+from world_model.pipeline import WorldModelMeta, build_pipeline
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = Embodiments.from_config_dir(["fetch"])["fetch"]
+TINY = {"dit": {"dim": 32, "depth": 1, "heads": 2}, "wan": None}
+
+
+def tiny_model(architecture: str) -> LearnedWorldModel:
+    meta = WorldModelMeta(cameras=SPEC.camera_names, frame_height=16, frame_width=16, context_frames=2,
+                          num_frames=4, execute_steps=10, embodiments={"fetch": WorldModelMeta.embodiment_entry(SPEC, 0)})
+    torch.manual_seed(0)
+    pipe = build_pipeline(meta, architecture, vae={"block_out_channels": (8, 16, 16)}, transformer=TINY[architecture])
+    for p in pipe.transformer.parameters():  # non-zero everywhere, so actions reach the output
+        p.data.add_(0.05 * torch.randn_like(p))
+    return LearnedWorldModel(pipe)
+
+
+def observation(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"images": {c.name: rng.integers(0, 255, (c.height, c.width, 3), dtype=np.uint8) for c in SPEC.cameras}}
+
+
+CHUNKS = np.random.default_rng(0).uniform(-1, 1, (3, 10, 4)).astype(np.float32)
+
+
+@pytest.mark.parametrize("architecture", ["dit", "wan"])
+def test_save_load_round_trip_gives_the_same_imagination(architecture, tmp_path):
+    model = tiny_model(architecture)
+    history = [observation(1), observation(2)]
+    before = model.imagine(history, CHUNKS, SPEC, 10, seed=3)
+    model.pipeline.save_pretrained(tmp_path / "wm")
+    loaded = load_world_model(tmp_path / "wm")
+    after = loaded.imagine(history, CHUNKS, SPEC, 10, seed=3)
+    assert np.array_equal(before.latents, after.latents) and np.array_equal(before.frames, after.frames)
+    assert before.latents.shape[:2] == (3, 4) and before.frames.shape == (3, 4, 16, 32, 3)
+    assert before.steps == [2, 5, 8, 10] and loaded.meta == model.meta
+    assert not np.allclose(before.latents[0], before.latents[1])  # the chunk changes the future
+    assert loaded.encode(history[-1], SPEC).shape == before.latents.shape[2:]
+
+
+def test_k_candidates_are_one_transformer_call_per_scheduler_step():
+    model = tiny_model("dit")
+    calls = []
+    hook = model.pipeline.transformer.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    model.imagine([observation(1)], np.repeat(CHUNKS, 3, axis=0), SPEC, 10, num_inference_steps=5)
+    hook.remove()
+    assert calls == [9] * 5
+
+
+def _spec(**changes):
+    return dataclasses.replace(SPEC, **changes)
+
+
+@pytest.mark.parametrize("spec, field", [
+    (_spec(cameras=(Camera("front", 120, 160),)), "cameras"),
+    (_spec(cameras=(Camera("front", 120, 160), Camera("side", 240, 320))), "frame size of camera 'side'"),
+    (_spec(action_slots=SPEC.action_slots[:3] + (Slot("gripper", "gripper_cmd", "", -2.0, 2.0),)), "action slots"),
+    (_spec(name="aloha"), "embodiment"),
+])
+def test_incompatible_policy_is_refused_naming_the_field(spec, field):
+    with pytest.raises(WorldModelMismatchError, match=f"{field}.*: the checkpoint has .* needed"):
+        tiny_model("dit").check_compatible(spec)
+
+
+def test_shorter_context_and_other_execute_steps_are_refused():
+    model = tiny_model("dit")
+    model.check_compatible(SPEC, context_frames=2, execute_steps=10)
+    with pytest.raises(WorldModelMismatchError, match="context length: the checkpoint has 2 context frames"):
+        model.check_compatible(SPEC, context_frames=1)
+    with pytest.raises(WorldModelMismatchError, match="execute steps"):
+        model.imagine([observation(1)], CHUNKS, SPEC, 6)
+
+
+def vla_stack(args, cwd):
+    return subprocess.run([sys.executable, "-m", "stack.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+
+
+def test_fit_exports_a_pipeline_that_eval_world_model_reads(tmp_path):
+    from stack.collect import collect
+    store = str(tmp_path / "push.zarr")
+    collect("vla_stack/FetchPush-v0", episodes=2, out=store)
+    fit = vla_stack(["fit", "--config", str(REPO / "configs/train/world_model_tiny.yaml"),
+                     f"--data.init_args.datasets=[{store}]", "--data.init_args.num_workers=0",
+                     "--data.init_args.batch_size=2", "--data.init_args.val_episodes=1", "--trainer.max_steps=2",
+                     "--trainer.limit_val_batches=1", "--model.init_args.frame_height=16",
+                     "--model.init_args.frame_width=16", '--model.init_args.transformer={dim: 32, depth: 1, heads: 2}'],
+                    tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    pipeline = tmp_path / "runs/wm_tiny/pipeline"
+    assert load_world_model(pipeline).meta.embodiments["fetch"]["index"] == 0
+    report = tmp_path / "eval.json"
+    run = vla_stack(["eval-world-model", "--world_model", str(pipeline), "--data", store, "--episodes", "1",
+                     "--stride", "10", "--json", str(report)], tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(report.read_text())
+    assert result["steps"] == [2, 5, 8, 10] and result["windows"] >= 1
+    for kind in ("pixel_mse", "latent_mse"):
+        assert len(result[kind]["model"]) == len(result[kind]["copy_last"]) == 4
+        assert all(v > 0 for v in result[kind]["model"])

@@ -1,0 +1,56 @@
+"""Prediction error of a learned world model on held-out windows, per predicted step, against copying
+the last context frame (docs/ARCHITECTURE.md, "World model"). ``vla-stack eval-world-model`` reports it."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from components.embodiment import EmbodimentSpec
+from components.episode_store import EpisodeStore
+from world_model.base import predicted_steps
+from world_model.learned import LearnedWorldModel
+from world_model.training import window, window_starts
+
+
+def prediction_errors(model: LearnedWorldModel, store: EpisodeStore, spec: EmbodimentSpec, episodes: list[int],
+                      stride: int = 5, batch_size: int = 16, seed: int = 0,
+                      num_inference_steps: int | None = None) -> dict:
+    """Mean squared errors per predicted step over the windows starting every ``stride`` frames of
+    ``episodes``: pixels in [0, 1] (the model's imagined frames as ``imagine`` makes them, copy-the-last-frame,
+    and the autoencoder's plain reconstruction of the target, for reference) and latents (the model's vs the
+    encoded real target; copy-last: the encoded last context frame)."""
+    meta, pipe = model.meta, model.pipeline
+    starts = window_starts(store, episodes, meta.execute_steps)[::stride]
+    if not len(starts):
+        return {"windows": 0}
+    sums = {k: np.zeros(meta.num_frames) for k in ("pix_model", "pix_copy", "pix_recon", "lat_model", "lat_copy")}
+    generator = torch.Generator().manual_seed(seed)
+    for lo in range(0, len(starts), batch_size):
+        samples = [window(store, int(t), meta, spec) for t in starts[lo:lo + batch_size]]
+        batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+        pixels = batch["pixels"]  # [B, Fc + F, 3, H, W]
+        b, n = pixels.shape[:2]
+        latents = pipe.encode(pixels.flatten(0, 1)).unflatten(0, (b, n))
+        context, target = latents[:, :meta.context_frames], latents[:, meta.context_frames:]
+        predicted, decoded = pipe(context, batch["actions"], batch["time_mask"], batch["dim_mask"],
+                                  batch["embodiment"], num_inference_steps=num_inference_steps, generator=generator,
+                                  last_pixels=pixels[:, meta.context_frames - 1])
+        recon = pipe.decode(target.flatten(0, 1)).unflatten(0, (b, -1))
+        real = pixels[:, meta.context_frames:]
+        last = pixels[:, meta.context_frames - 1: meta.context_frames]
+
+        def mse(a, b_):  # per predicted step, summed over the batch, on [0, 1] pixels or raw latents
+            return ((a - b_) ** 2).flatten(2).mean(-1).sum(0).numpy()
+
+        sums["pix_model"] += mse(decoded.clamp(-1, 1) / 2, real / 2)
+        sums["pix_copy"] += mse(last.expand_as(real) / 2, real / 2)
+        sums["pix_recon"] += mse(recon.clamp(-1, 1) / 2, real / 2)
+        sums["lat_model"] += mse(predicted, target)
+        sums["lat_copy"] += mse(latents[:, meta.context_frames - 1: meta.context_frames].expand_as(target), target)
+    mean = {k: (v / len(starts)).round(6).tolist() for k, v in sums.items()}
+    return {"windows": int(len(starts)), "steps": predicted_steps(meta.execute_steps, meta.num_frames),
+            "pixel_mse": {"model": mean["pix_model"], "copy_last": mean["pix_copy"],
+                          "autoencoder": mean["pix_recon"]},
+            "latent_mse": {"model": mean["lat_model"], "copy_last": mean["lat_copy"]},
+            "beats_copy_last": {"pixel": [m < c for m, c in zip(mean["pix_model"], mean["pix_copy"])],
+                                "latent": [m < c for m, c in zip(mean["lat_model"], mean["lat_copy"])]}}

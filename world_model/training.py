@@ -1,0 +1,235 @@
+"""Training the world model with the same ``vla-stack fit`` (LightningCLI; docs/ARCHITECTURE.md, "World model").
+
+A sample is one window of an episode store: the context frames at t-Fc+1..t (the first frame
+repeated before an episode's start), the action chunk from t in canonical form, and the target
+frames at t + predicted_steps(execute_steps, F). The autoencoder and the transformer train jointly:
+reconstruction (+ a small KL) on every frame of the window, and flow matching on the posterior means
+of the autoencoder being trained (detached, so the flow loss does not shape the latent space).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from components.datamodule import open_checked_stores
+from components.embodiment import EmbodimentSpec
+from components.episode_store import EpisodeStore
+from components.errors import ConfigError
+from world_model.base import predicted_steps
+from world_model.models import canonical_actions
+from world_model.pipeline import WorldModelMeta, build_pipeline, frames_to_pixels
+
+
+def window_starts(store: EpisodeStore, episodes: list[int], execute_steps: int) -> np.ndarray:
+    """Global frames t of ``episodes`` whose last target frame t + execute_steps lies in the same episode."""
+    ends = store.episode_ends
+    starts = [np.arange(ends[e - 1] if e else 0, ends[e] - execute_steps) for e in episodes]
+    return np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, np.int64)
+
+
+class WindowSamples(Dataset):
+    """Windows ``(store, t)`` → context and target frames (uint8, side by side at the frame size), the
+    canonical action chunk and masks, and the embodiment index."""
+
+    def __init__(self, paths: list[str], starts: list[np.ndarray], meta: WorldModelMeta, specs: dict):
+        self.paths, self.starts, self.meta, self.specs = paths, starts, meta, specs
+        self.offsets = np.cumsum([0] + [len(s) for s in starts])
+        self._stores: dict[int, EpisodeStore] = {}  # opened lazily: each worker opens its own
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def store(self, j: int) -> EpisodeStore:
+        if j not in self._stores:
+            self._stores[j] = EpisodeStore.open(self.paths[j])
+        return self._stores[j]
+
+    def __getitem__(self, i: int) -> dict:
+        j = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        t = int(self.starts[j][i - self.offsets[j]])
+        store = self.store(j)
+        return window(store, t, self.meta, self.specs[store.embodiment])
+
+
+def window(store: EpisodeStore, t: int, meta: WorldModelMeta, spec: EmbodimentSpec) -> dict:
+    """One training/evaluation sample at global frame ``t`` of ``store`` (see the module docstring)."""
+    first = store.episode_slice(store.episode_of(t)).start
+    context = [max(first, t - i) for i in range(meta.context_frames - 1, -1, -1)]
+    targets = [t + s for s in predicted_steps(meta.execute_steps, meta.num_frames)]
+    rows = context + targets
+    images = {c: np.stack([store.get_frame(r, [f"images/{c}"])["images"][c] for r in rows]) for c in meta.cameras}
+    pixels = frames_to_pixels(images, meta)
+    chunk, valid = store.get_window(t, spec.chunk_horizon)
+    actions, time_mask, dim_mask = canonical_actions(chunk[None], spec)
+    time_mask[0, len(valid):] = False
+    time_mask[0, :len(valid)] &= valid
+    return {"pixels": pixels, "actions": torch.as_tensor(actions[0]), "time_mask": torch.as_tensor(time_mask[0]),
+            "dim_mask": torch.as_tensor(dim_mask[0]),
+            "embodiment": torch.tensor(int(meta.embodiments[spec.name]["index"]))}
+
+
+class WorldModelDataModule(L.LightningDataModule):
+    """Windows over episode stores (expert stores and recorded rollouts alike). ``val_episodes``: the last
+    N episodes of each store are held out (validation, and what eval-world-model reads by default).
+    The window geometry (cameras, frame size, context, predicted steps) is the model's."""
+
+    def __init__(self, datasets: list[str], batch_size: int = 16, num_workers: int = 2,
+                 samples_per_epoch: int = 4096, val_episodes: int = 2, seed: int = 0):
+        super().__init__()
+        if not datasets:
+            raise ConfigError("data.datasets is empty: give at least one episode store path")
+        self.paths = [str(d) for d in datasets]
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.samples_per_epoch, self.val_episodes, self.seed = samples_per_epoch, val_episodes, seed
+        self.specs = None
+        self.train_set = self.val_set = None
+
+    def prepare(self) -> None:
+        """Open and check the stores (cameras, widths, ranges); sets :attr:`specs` (name → spec)."""
+        if self.specs is not None:
+            return
+        stores, embodiments = open_checked_stores(self.paths)
+        self.specs = {name: embodiments[name] for name in sorted({s.embodiment for s in stores})}
+        self._stores = stores
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+        module = self.trainer.lightning_module
+        module.configure_model()  # the window geometry is the model's; Lightning calls this hook after setup
+        meta = module.meta
+        train, val = [], []
+        for store in self._stores:
+            held = min(self.val_episodes, store.n_episodes - 1)
+            episodes = list(range(store.n_episodes))
+            train.append(window_starts(store, episodes[:store.n_episodes - held], meta.execute_steps))
+            val.append(window_starts(store, episodes[store.n_episodes - held:], meta.execute_steps))
+            if not len(train[-1]):
+                raise ConfigError(f"data.datasets: {store.path}: no episode is longer than execute_steps="
+                                  f"{meta.execute_steps} frames, so there is no window to train on")
+        self.train_set = WindowSamples(self.paths, train, meta, self.specs)
+        self.val_set = WindowSamples(self.paths, val, meta, self.specs)
+
+    def train_dataloader(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        sampler = RandomSampler(self.train_set, replacement=True, num_samples=self.samples_per_epoch,
+                                generator=generator)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self):
+        data = self.val_set if len(self.val_set) else self.train_set
+        return DataLoader(data, batch_size=self.batch_size, num_workers=self.num_workers)
+
+
+class WorldModelModule(L.LightningModule):
+    """The world-model pipeline's autoencoder and transformer trained jointly (see the module docstring).
+
+    ``architecture``: ``dit`` (the project's :class:`~world_model.models.LatentVideoDiT`) or ``wan`` (a
+    stock diffusers ``WanTransformer3DModel``); ``vae`` / ``transformer`` patch their tiny configs.
+    ``cameras``: the cameras it sees (default: the data's embodiment's). ``frame_height`` /
+    ``frame_width``: per camera. ``execute_steps`` / ``num_frames``: frames are predicted at
+    ``predicted_steps(execute_steps, num_frames)``. ``delta_scale``: the flow's sample is the
+    change from the last context latent times this (about unit scale). ``export_dir``: the pipeline directory written
+    (atomically) at each Lightning checkpoint and when fitting ends. Resume: ``--ckpt_path last``."""
+
+    def __init__(self, architecture: str = "dit", cameras: list[str] | None = None, frame_height: int = 48,
+                 frame_width: int = 64, context_frames: int = 2, num_frames: int = 4, execute_steps: int = 10,
+                 delta_scale: float = 10.0, vae: dict | None = None, transformer: dict | None = None, num_embodiments: int = 8,
+                 num_inference_steps: int = 4, lr: float = 1e-3, weight_decay: float = 0.0,
+                 warmup_steps: int = 20, kl_weight: float = 1e-4, export_dir: str | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        if not 1 <= context_frames <= 2:
+            raise ConfigError(f"model.context_frames must be 1 or 2, got {context_frames}")
+        if execute_steps < num_frames:
+            raise ConfigError(f"model.execute_steps ({execute_steps}) must be >= model.num_frames ({num_frames})")
+        self.meta: WorldModelMeta | None = None
+        self.pipeline = None
+
+    def configure_model(self) -> None:
+        """Built once the data's embodiments are known (they fix the metadata and embodiment indices)."""
+        if self.pipeline is not None:
+            return
+        hp = self.hparams
+        datamodule = self.trainer.datamodule
+        datamodule.prepare()
+        specs = datamodule.specs
+        if len(specs) > hp.num_embodiments:
+            raise ConfigError(f"the data have {len(specs)} embodiments, model.num_embodiments is {hp.num_embodiments}")
+        cameras = hp.cameras or specs[next(iter(specs))].camera_names
+        for name, spec in specs.items():
+            missing = [c for c in cameras if c not in spec.camera_names]
+            if missing:
+                raise ConfigError(f"model.cameras {cameras}: embodiment '{name}' of the data has no camera(s) "
+                                  f"{missing} (it has {spec.camera_names})")
+        self.meta = WorldModelMeta(
+            cameras=list(cameras), frame_height=hp.frame_height, frame_width=hp.frame_width,
+            context_frames=hp.context_frames, num_frames=hp.num_frames, execute_steps=hp.execute_steps,
+            embodiments={name: WorldModelMeta.embodiment_entry(spec, i) for i, (name, spec) in enumerate(specs.items())},
+            num_inference_steps=hp.num_inference_steps, delta_scale=hp.delta_scale)
+        try:
+            self.pipeline = build_pipeline(self.meta, hp.architecture, hp.vae, hp.transformer, hp.num_embodiments)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"model: cannot build the world model ({err})") from err
+        self.vae, self.transformer = self.pipeline.vae, self.pipeline.transformer  # registered as submodules
+
+    def losses(self, batch) -> dict[str, torch.Tensor]:
+        pixels = batch["pixels"]  # [B, Fc + F, 3, H, W]
+        b, n = pixels.shape[:2]
+        posterior = self.vae.encode(pixels.flatten(0, 1)).latent_dist
+        recon = self.vae.decode(posterior.sample()).sample
+        reconstruction = F.mse_loss(recon, pixels.flatten(0, 1))
+        kl = posterior.kl().mean() / math.prod(posterior.mean.shape[1:])
+        latents = (posterior.mean * self.vae.config.scaling_factor).detach().unflatten(0, (b, n))
+        context, future = latents[:, :self.meta.context_frames], latents[:, self.meta.context_frames:]
+        target = (future - context[:, -1:]) * self.meta.delta_scale  # the pipeline's sample space
+        t = torch.rand(b, device=latents.device)
+        noise = torch.randn_like(target)
+        noisy = t.view(b, 1, 1, 1, 1) * noise + (1 - t.view(b, 1, 1, 1, 1)) * target
+        velocity = self.transformer(noisy, context, batch["actions"], batch["time_mask"], batch["dim_mask"],
+                                    batch["embodiment"], t)
+        flow = F.mse_loss(velocity, noise - target)
+        return {"loss": reconstruction + self.hparams.kl_weight * kl + flow, "reconstruction": reconstruction,
+                "kl": kl, "flow": flow}
+
+    def training_step(self, batch, batch_idx):
+        losses = self.losses(batch)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(batch["actions"]))
+        return losses["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        losses = self.losses(batch)
+        self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch["actions"]))
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warm = min(self.hparams.warmup_steps, total // 2)
+
+        def schedule(step):
+            if step < warm:
+                return (step + 1) / (warm + 1)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+                                                   "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self._export()
+
+    def on_train_end(self) -> None:
+        path = self._export()
+        if path:
+            print(f"world-model pipeline written: {path}")
+
+    def _export(self) -> Path | None:
+        if self.hparams.export_dir and self.pipeline is not None and self.trainer.is_global_zero:
+            self.pipeline.save_pretrained(self.hparams.export_dir)
+            return Path(self.hparams.export_dir)
+        return None
