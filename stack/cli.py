@@ -59,10 +59,11 @@ def _listed_only(command: str, summary: str):
 
 def commands() -> dict:
     from stack import bench, commands as c
+    from stack.ablate import ablate
     from stack.collect import collect
     from stack.runner import run
     return {**{name: _listed_only(name, summary) for name, summary in LIGHTNING_COMMANDS.items()},
-            "demo": c.demo, "train_demo": c.train_demo, "collect": collect, "run": run, "synth": c.synth,
+            "demo": c.demo, "train_demo": c.train_demo, "collect": collect, "run": run, "ablate": ablate, "synth": c.synth,
             "stats": c.stats, "sample": c.sample, "export": c.export,
             "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency}}
 
