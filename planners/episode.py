@@ -25,6 +25,7 @@ class Decision:
     policy_ms: float = 0.0
     clipped: int = 0      # action values the Policy clipped to the spec's declared range
     nonfinite: int = 0    # non-finite action values the Policy replaced with the spec's safe action
+    record: dict | None = None  # what the decider wants kept per decision (scores, choice, surprise ...)
 
 
 class Decider(Protocol):
@@ -75,13 +76,15 @@ class EpisodeRecord:
     steps: int = 0
     ret: float = 0.0
     max_reward: float = 0.0  # the best stage reached where the reward is staged (aloha: 4 = success)
-    replans: int = 0
+    replans: int = 0            # scheduled: a new chunk because the executed part of the last one ran out
+    surprise_replans: int = 0   # the decider cut the chunk (verify: reality differed from the imagination)
     end: str = ""  # "terminated", "truncated" (by the env) or "max_steps" (by the runner)
     instruction: str = ""
     clipped_actions: int = 0
     nonfinite_actions: int = 0
     policy_ms: list[float] = field(default_factory=list)
     decision_ms: list[float] = field(default_factory=list)
+    decisions: list[dict] = field(default_factory=list)  # Decision.record of each decision that has one
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -91,8 +94,10 @@ class EpisodeRecord:
 
 def run_episode(env, decider: Decider, spec: EmbodimentSpec, seed: int, *,
                 execute_horizon: int | None = None, temporal_ensemble: bool = False,
-                ensemble_decay: float = 0.01, max_steps: int | None = None, on_frame=None) -> EpisodeRecord:
-    """One seeded episode; ``on_frame(obs, info, record, done)`` is called after reset and every step.
+                ensemble_decay: float = 0.01, max_steps: int | None = None, on_frame=None,
+                on_step=None) -> EpisodeRecord:
+    """One seeded episode; ``on_frame(obs, info, record, done)`` is called after reset and every step,
+    ``on_step(obs, action, reward, next_obs, info)`` after every step (``action`` as executed).
 
     Env actions are clipped to the env's action space; success is ``info["is_success"]`` of the last step.
     """
@@ -104,6 +109,8 @@ def run_episode(env, decider: Decider, spec: EmbodimentSpec, seed: int, *,
         raise ValueError(f"env {env.spec.id if env.spec else env} gives no instruction "
                          f"(info['instruction'] after reset)")
     decider.reset(seed)
+    if hasattr(decider, "begin_episode"):  # optional: a decider whose world model needs the env
+        decider.begin_episode(env)
     rec = EpisodeRecord(seed=seed, instruction=instruction)
     low, high = env.action_space.low, env.action_space.high
     if on_frame:
@@ -117,7 +124,10 @@ def run_episode(env, decider: Decider, spec: EmbodimentSpec, seed: int, *,
             rec.decision_ms.append((time.perf_counter() - t0) * 1e3)
             rec.clipped_actions += decision.clipped
             rec.nonfinite_actions += decision.nonfinite
+            if decision.record is not None:
+                rec.decisions.append(decision.record)
         action = np.clip(executor.action(), low, high).astype(env.action_space.dtype)
+        prev_obs = obs
         obs, reward, terminated, truncated, info = env.step(action)
         rec.steps += 1
         rec.ret += float(reward)
@@ -127,6 +137,8 @@ def run_episode(env, decider: Decider, spec: EmbodimentSpec, seed: int, *,
         done = terminated or truncated or at_cap
         if done:
             rec.end = "terminated" if terminated else "truncated" if truncated else "max_steps"
+        if on_step:
+            on_step(prev_obs, action, float(reward), obs, info)
         if on_frame:
             on_frame(obs, info, rec, done)
         replan = decider.on_step(obs, action, float(reward), info)
@@ -134,5 +146,6 @@ def run_episode(env, decider: Decider, spec: EmbodimentSpec, seed: int, *,
             break
         if replan:
             executor.cut()
-    rec.replans = len(rec.policy_ms) - 1
+            rec.surprise_replans += 1
+    rec.replans = len(rec.policy_ms) - 1 - rec.surprise_replans
     return rec

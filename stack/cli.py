@@ -87,11 +87,13 @@ def _listed_only(command: str, summary: str):
 
 def commands() -> dict:
     from stack import bench, commands as c
+    from stack.ablate import ablate
     from stack.collect import collect
     from stack.runner import run
     from stack.serve import serve
     return {**{name: _listed_only(name, summary) for name, summary in LIGHTNING_COMMANDS.items()},
-            "demo": c.demo, "train_demo": c.train_demo, "collect": collect, "run": run, "serve": serve, "synth": c.synth,
+            "demo": c.demo, "train_demo": c.train_demo, "collect": collect, "run": run, "ablate": ablate,
+            "serve": serve, "synth": c.synth,
             "stats": c.stats, "sample": c.sample, "export": c.export,
             "eval-world-model": c.eval_world_model,
             "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency, "serve": bench.bench_serve}}

@@ -62,6 +62,16 @@ def write_json(result: dict, path: str | Path) -> Path:
     return path
 
 
+def write_text(text: str, path: str | Path) -> Path:
+    path, tmp = _atomic_target(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def summary_line(result: dict) -> str:
     """``env: k/N success (rate, 95% CI [lo, hi]), decision p50 X ms``."""
     lo, hi = result["ci95"]
@@ -140,3 +150,55 @@ class VideoWriter:
             if self._file is not None:
                 self._file.close()
             self._tmp.unlink(missing_ok=True)
+
+
+def mcnemar_exact(a: list[bool], b: list[bool]) -> float:
+    """Two-sided exact McNemar p-value of paired outcomes (the same seeds): a binomial test on the
+    discordant pairs; 1.0 when there are none."""
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes need the same length, got {len(a)} and {len(b)}")
+    only_a = sum(bool(x) and not bool(y) for x, y in zip(a, b))
+    only_b = sum(bool(y) and not bool(x) for x, y in zip(a, b))
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def success_plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
+    """A PNG of each row's ``success_rate`` with its ``ci95`` interval (PIL; one column per row ``name``)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=13)
+    col, left, top, plot_h, bottom = 120, 50, 30, 240, 60
+    width, height = left + col * len(rows) + 20, top + plot_h + bottom
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((left, 6), title, fill="black", font=font)
+
+    def y(v: float) -> float:
+        return top + plot_h * (1.0 - v)
+
+    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
+        draw.line([(left, y(v)), (width - 20, y(v))], fill=(220, 220, 220))
+        draw.text((6, y(v) - 7), f"{v:.2f}", fill="black", font=font)
+    for i, row in enumerate(rows):
+        x = left + col * i + col // 2
+        lo, hi = row["ci95"]
+        draw.line([(x, y(lo)), (x, y(hi))], fill=(40, 80, 200), width=3)
+        for v in (lo, hi):
+            draw.line([(x - 8, y(v)), (x + 8, y(v))], fill=(40, 80, 200), width=2)
+        r = 5
+        p = y(row["success_rate"])
+        draw.ellipse([(x - r, p - r), (x + r, p + r)], fill=(200, 40, 40))
+        draw.text((x - col // 2 + 4, top + plot_h + 8), str(row["name"])[:16], fill="black", font=font)
+        draw.text((x - col // 2 + 4, top + plot_h + 26), f"{row['successes']}/{row['episodes']}", fill="black",
+                  font=font)
+    path, tmp = _atomic_target(path)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -51,8 +51,10 @@ class Imagination:
 class WorldModel(Protocol):
     name: str
 
-    def check_compatible(self, spec: EmbodimentSpec, env=None) -> None:
-        """Raise :class:`WorldModelMismatchError` before any env step if this model cannot serve ``spec``."""
+    def check_compatible(self, spec: EmbodimentSpec, env=None, context_frames: int | None = None,
+                         execute_steps: int | None = None) -> None:
+        """Raise :class:`WorldModelMismatchError` before any env step if this model cannot serve ``spec``
+        in ``env`` with the loop's history length ``context_frames`` and ``execute_steps`` per chunk."""
 
     def begin_episode(self, env) -> None:
         """Called after each ``env.reset`` (the oracle keeps a handle on the simulator)."""

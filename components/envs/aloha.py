@@ -240,18 +240,24 @@ class AlohaEnv(gym.Env):
             physics.data.ctrl[:] = START_ARM_POSE
             physics.data.qpos[16:] = poses
 
-    def step(self, action):
+    def simulate(self, action) -> tuple[float, bool]:
+        """Advance the physics by one control step: ``(reward, diverged)``. No rendering, no step
+        counter: what :meth:`step` and the simulator oracle (``world_model.oracle``) share."""
         action = np.asarray(action, dtype=np.float64).reshape(14)
         from dm_control.rl.control import PhysicsError
 
         self.physics.set_control(action_to_ctrl(action))
-        self._steps += 1
         try:
             self.physics.step(self._n_sub_steps)
             state = joint_state(self.physics).astype(np.float32)
             diverged = not self.observation_space["state"].contains(state)
         except PhysicsError:
             diverged = True
+        return (0.0 if diverged else float(self._reward_fn(self.physics))), diverged
+
+    def step(self, action):
+        self._steps += 1
+        reward, diverged = self.simulate(action)
         if diverged:
             # Violent random actions can make the simulation diverge (mjWARN_BADQACC). The
             # episode is then cut (truncated) and the last valid observation is returned.
@@ -259,7 +265,6 @@ class AlohaEnv(gym.Env):
             last = self._last_obs
             obs = {"images": {c: v.copy() for c, v in last["images"].items()}, "state": last["state"].copy()}
             return obs, 0.0, False, True, info
-        reward = float(self._reward_fn(self.physics))
         success = reward >= self.max_reward
         terminated = bool(success and self.terminate_on_success)
         truncated = bool(self._steps >= self.max_episode_steps and not terminated)

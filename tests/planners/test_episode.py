@@ -71,4 +71,6 @@ def test_on_step_sees_every_step_and_true_cuts_the_chunk(hallway, replan, decisi
     rec = run_episode(hallway, decider, spec, seed=3, max_steps=7)
     assert decider.seeds == [3] and decider.steps_seen == 7 and rec.steps == 7
     assert len(rec.decision_ms) == decisions  # chunks of 5 steps at steps 0 and 5, or one per step
-    assert rec.replans == decisions - 1
+    # a cut is a surprise replan; the rest are scheduled
+    assert rec.surprise_replans == (decisions - 1 if replan else 0)
+    assert rec.replans == (0 if replan else decisions - 1)

@@ -128,7 +128,7 @@ def test_bad_options_are_rejected_before_any_env_is_made(tiny_checkpoint, no_env
 
 
 def test_more_than_one_candidate_is_refused_until_something_ranks_them(tiny_checkpoint, no_env):
-    with pytest.raises(ValueError, match=r"--candidates 4: only 1 is supported until a world model ranks"):
+    with pytest.raises(ValueError, match=r"--candidates 4 with --world_model none: nothing ranks the candidates"):
         run(FETCH, tiny_checkpoint, candidates=4)
 
 
