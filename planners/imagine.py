@@ -100,7 +100,7 @@ class ImagineDecider:
                                                    seed=seed)
             imagine_ms = (time.perf_counter() - t1) * 1e3
         else:  # nothing imagined: K candidates with empty latents (the random control arm)
-            imagination, imagine_ms = Imagination(np.zeros((self.candidates, 0, 0), np.float32), None, []), 0.0
+            imagination, imagine_ms = Imagination(np.zeros((self.candidates, 0, 0), np.float32), None, []), None
         t2 = time.perf_counter()
         rng = np.random.default_rng(np.random.SeedSequence([self.episode_seed, self.calls, 1]))
         scores = np.asarray(self.scorer.score(imagination, instruction, self.spec, rng), dtype=np.float64)

@@ -60,7 +60,7 @@ def _table(rows: list[dict], env: str, seeds: list[int]) -> str:
         lines.append(f"| {r['name']} | {r['candidates']} | {r['world_model']} | {r['scorer'] or '-'} | {r['verify']} "
                      f"| {r['successes']}/{r['episodes']} | [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] "
                      f"| {r['mcnemar_p']:.3g} | {dec['p50'] if dec else float('nan'):.0f} "
-                     f"| {im['p50'] if im else 0:.0f} | {r['surprise_replans']} |")
+                     f"| {format(im['p50'], '.0f') if im else '-'} | {r['surprise_replans']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -115,7 +115,7 @@ def ablate(arms: str, env: str, policy: str, out: str, episodes: int = 20, seed:
                 "mcnemar_p": mcnemar_exact(rows[0]["per_seed_success"], outcomes) if rows else 1.0,
                 "decision_ms": latency_summary([ms for r in records for ms in r.decision_ms]),
                 "policy_ms": latency_summary([ms for r in records for ms in r.policy_ms]),
-                "imagine_ms": latency_summary([d["imagine_ms"] for d in decisions]),
+                "imagine_ms": latency_summary([d["imagine_ms"] for d in decisions if d["imagine_ms"] is not None]),
                 "score_ms": latency_summary([d["score_ms"] for d in decisions]),
                 "replans": sum(r.replans for r in records),
                 "surprise_replans": sum(r.surprise_replans for r in records),

@@ -237,7 +237,7 @@ def arm_summary(arm: Arm, decider, records: list[EpisodeRecord]) -> dict:
         "scorer": decider.scorer.name,
         "verify": arm.verify,
         "surprise_threshold": arm.surprise_threshold,
-        "imagine_ms": latency_summary([d["imagine_ms"] for d in decisions]),
+        "imagine_ms": latency_summary([d["imagine_ms"] for d in decisions if d["imagine_ms"] is not None]),
         "score_ms": latency_summary([d["score_ms"] for d in decisions]),
         "surprise_replans": sum(r.surprise_replans for r in records),
     }
