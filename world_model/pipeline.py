@@ -115,13 +115,15 @@ class WorldModelPipeline(DiffusionPipeline):
     def __call__(self, context: torch.Tensor, actions: torch.Tensor, time_mask: torch.Tensor,
                  dim_mask: torch.Tensor, embodiment: torch.Tensor, num_inference_steps: int | None = None,
                  generator: torch.Generator | None = None, decode: bool = True,
-                 last_pixels: torch.Tensor | None = None):
+                 last_pixels: torch.Tensor | None = None, noise_scale: float = 1.0):
         """Future latents ``[B, F, C, h, w]`` (and their decoded pixels ``[B, F, 3, H, W]``, or None) of
         context latents ``[B, Fc, C, h, w]`` under canonical chunks ``actions [B, H_max, D]``.
-        ``last_pixels [B, 3, H, W]``: the last real frame, which the decoded change is added to."""
+        ``last_pixels [B, 3, H, W]``: the last real frame, which the decoded change is added to.
+        ``noise_scale`` < 1 starts the flow nearer its mean (0: one deterministic, lower-error future)."""
         steps = num_inference_steps or self.meta.num_inference_steps
         b, _, c, h, w = context.shape
-        latents = torch.randn((b, self.meta.num_frames, c, h, w), generator=generator, dtype=context.dtype)
+        latents = noise_scale * torch.randn((b, self.meta.num_frames, c, h, w), generator=generator,
+                                            dtype=context.dtype)
         self.scheduler.set_timesteps(steps)
         for timestep in self.scheduler.timesteps:
             t = (timestep / self.scheduler.config.num_train_timesteps).expand(b).to(context.dtype)
