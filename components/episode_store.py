@@ -497,3 +497,30 @@ class EpisodeStore:
             else:
                 out[key] = values
         return out
+
+
+def open_for_append(path: str | Path, spec, attr: str, source: dict, option: str, needer: str) -> EpisodeStore:
+    """The store at ``path`` (created if absent) for appending episodes of embodiment ``spec`` that come from
+    ``source`` (kept as the root attribute ``attr``). A store of another embodiment or cameras, or holding
+    episodes from another source, is a UsageError naming ``option``: appending would mix datasets."""
+    import json
+
+    from components.errors import UsageError
+
+    source = json.loads(json.dumps(source))  # as stored
+    if not Path(path).exists():
+        EpisodeStore.create(path, embodiment=spec.name, fps=spec.control_hz, cameras=spec.camera_names)
+        # Set before the store is opened for writing: its attribute writes keep what they read.
+        zarr.open_group(str(path), mode="r+").attrs[attr] = source
+    existing = EpisodeStore.open(path, mode="r")
+    found = zarr.open_group(str(path), mode="r").attrs.get(attr)
+    if existing.embodiment != spec.name or existing.cameras != spec.camera_names:
+        raise UsageError(f"{option}: {path} holds embodiment {existing.embodiment!r} with cameras {existing.cameras}; "
+                         f"{needer} needs {spec.name!r} with {spec.camera_names}. Choose another {option}.")
+    if existing.n_episodes == 0:  # nothing to mix with yet (e.g. a first run killed before its first episode)
+        zarr.open_group(str(path), mode="r+").attrs[attr] = source
+    elif found != source:
+        raise UsageError(f"{option}: {path} holds episodes from {found or 'something other than ' + needer}, not "
+                         f"from {source}; appending would mix datasets. Choose another {option}.")
+    return EpisodeStore.open(path, mode="a")
+

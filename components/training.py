@@ -65,6 +65,23 @@ def load_weights(vla: VLA, directory: str | Path, parts: list[str] | tuple[str, 
                        f"the checkpoint) and start from their initialization: {', '.join(fresh)}")
 
 
+
+def adamw_warmup_cosine(module, params) -> dict:
+    """AdamW with ``module.hparams`` lr / weight_decay, a linear warm-up over ``warmup_steps`` and a cosine
+    decay to 10 % of lr by the last step: the optimizer config of every Lightning module here."""
+    hp = module.hparams
+    opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    total = max(1, module.trainer.estimated_stepping_batches)
+    warm = min(hp.warmup_steps, total // 2)
+
+    def schedule(step):
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+                                               "interval": "step"}}
+
 class VLAModule(L.LightningModule):
     """``model``: a preset under configs/model (tiny, full) or a YAML path; ``overrides`` patch it.
     ``export_dir``: where the checkpoint directory (docs/ARCHITECTURE.md) is written when fitting ends.
@@ -120,17 +137,7 @@ class VLAModule(L.LightningModule):
         return out
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(1, self.trainer.estimated_stepping_batches)
-        warm = min(self.hparams.warmup_steps, total // 2)
-
-        def schedule(step):
-            if step < warm:
-                return (step + 1) / (warm + 1)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
-                                                   "interval": "step"}}
+        return adamw_warmup_cosine(self, [p for p in self.parameters() if p.requires_grad])
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # a long run's usable checkpoint directory keeps pace with its Lightning checkpoints

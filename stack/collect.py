@@ -27,7 +27,6 @@ episodes the expert fails are discarded like any other.
 """
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import threading
@@ -163,32 +162,14 @@ def _check_cameras(spec: EmbodimentSpec, produced: ExpertEpisode, env_id: str) -
 def _open_store(out: str, env_id: str, env_kwargs: dict, spec: EmbodimentSpec, noise: float = 0.0,
                 noise_steps: int | None = None):
     """The store at ``out`` (created if absent) and the seeds it already holds."""
-    import zarr
-
-    from components.episode_store import EpisodeStore
+    from components.episode_store import open_for_append
 
     source = {"env_id": env_id, "env_kwargs": env_kwargs}
     if noise:
         source["noise"] = noise
     if noise and noise_steps is not None:
         source["noise_steps"] = noise_steps
-    source = json.loads(json.dumps(source))  # as stored
-    if not Path(out).exists():
-        EpisodeStore.create(out, embodiment=spec.name, fps=spec.control_hz, cameras=spec.camera_names)
-        # Set before the store is opened for writing: its attribute writes keep what they read.
-        zarr.open_group(out, mode="r+").attrs[SOURCE_ATTR] = source
-    existing = EpisodeStore.open(out, mode="r")
-    found = zarr.open_group(out, mode="r").attrs.get(SOURCE_ATTR)
-    if existing.embodiment != spec.name or existing.cameras != spec.camera_names:
-        raise UsageError(f"--out: {out} holds embodiment {existing.embodiment!r} with cameras {existing.cameras}; "
-                         f"{env_id} needs {spec.name!r} with {spec.camera_names}. Choose another --out.")
-    if existing.n_episodes == 0:
-        # nothing to mix with yet (e.g. the first run failed to build its env, or was killed early)
-        zarr.open_group(out, mode="r+").attrs[SOURCE_ATTR] = source
-    elif found != source:
-        raise UsageError(f"--out: {out} was collected from {found or 'something other than vla-stack collect'}, "
-                         f"not from {source}; resuming would mix datasets. Choose another --out.")
-    store = EpisodeStore.open(out, mode="a")
+    store = open_for_append(out, spec, SOURCE_ATTR, source, "--out", env_id)
     seeds: set[int] = set()
     if store.n_episodes:
         seeds = {int(s) for s in store.lowdim(SEED_KEY)[store.episode_ends - 1]}

@@ -13,7 +13,6 @@ is appended whole (``EpisodeStore.append_episode`` commits atomically).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -28,26 +27,11 @@ class RolloutRecorder:
     """Collects one episode's frames through ``run_episode``'s ``on_frame``/``on_step`` and appends it."""
 
     def __init__(self, path: str, spec: EmbodimentSpec, source: dict):
-        import zarr
-
-        from components.episode_store import EpisodeStore
+        from components.episode_store import open_for_append
 
         self.spec = spec
-        source = json.loads(json.dumps({"source": "policy_rollout", **source}))
-        if not Path(path).exists():
-            EpisodeStore.create(path, embodiment=spec.name, fps=spec.control_hz, cameras=spec.camera_names)
-            zarr.open_group(path, mode="r+").attrs[ROLLOUT_ATTR] = source
-        existing = EpisodeStore.open(path, mode="r")
-        found = zarr.open_group(path, mode="r").attrs.get(ROLLOUT_ATTR)
-        if existing.embodiment != spec.name or existing.cameras != spec.camera_names:
-            raise UsageError(f"--record: {path} holds embodiment {existing.embodiment!r} with cameras "
-                             f"{existing.cameras}; this run records {spec.name!r} with {spec.camera_names}")
-        if existing.n_episodes and found != source:
-            raise UsageError(f"--record: {path} holds rollouts of {found or 'something other than vla-stack run'}, "
-                             f"not of {source}; appending would mix datasets. Choose another --record.")
-        if not existing.n_episodes:
-            zarr.open_group(path, mode="r+").attrs[ROLLOUT_ATTR] = source
-        self.store = EpisodeStore.open(path, mode="a")
+        self.store = open_for_append(path, spec, ROLLOUT_ATTR, {"source": "policy_rollout", **source}, "--record",
+                                     "vla-stack run")
         self._frames: list[dict] = []
 
     def on_frame(self, obs, info, rec, done) -> None:

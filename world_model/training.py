@@ -208,17 +208,8 @@ class WorldModelModule(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch["actions"]))
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(1, self.trainer.estimated_stepping_batches)
-        warm = min(self.hparams.warmup_steps, total // 2)
-
-        def schedule(step):
-            if step < warm:
-                return (step + 1) / (warm + 1)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
-                                                   "interval": "step"}}
+        from components.training import adamw_warmup_cosine
+        return adamw_warmup_cosine(self, list(self.parameters()))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self._export()

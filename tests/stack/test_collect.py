@@ -154,7 +154,7 @@ def test_dart_noise_perturbs_execution_but_labels_stay_the_experts(tmp_path):
         executed[:3] = np.clip(label[:3] + rng.normal(0.0, 0.5, 3), -1, 1)
         env.step(executed)
     env.close()
-    with pytest.raises(ValueError, match="collected from .*not from .*noise"):
+    with pytest.raises(ValueError, match="holds episodes from .*not from .*noise"):
         collect(env=FETCH, episodes=2, out=str(clean), noise=0.5)
 
 
