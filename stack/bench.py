@@ -507,6 +507,7 @@ def bench_decide(env: str, policy: str, world_model: str = "oracle", scorer: str
                 values = [t[f"{part}_ms"] for t in timed if t[f"{part}_ms"] is not None]
                 row[f"{part}_ms"] = latency_summary(values)
             row["rtf"] = {q: v / 1e3 / chunk_s for q, v in row["total_ms"].items()}
+            row["per_decision"] = timed
             rows.append(row)
     finally:
         environment.close()
