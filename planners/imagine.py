@@ -51,14 +51,45 @@ def surprises_of(result: dict) -> list[float]:
     return [s for ep in result["per_episode"] for d in ep.get("decisions", []) for s in d.get("surprise", [])]
 
 
+def spearman(a, b) -> float:
+    """Spearman rank correlation of two equally long score vectors, ties as average ranks; NaN where
+    either is constant (no ranking to compare) or shorter than 2."""
+    import warnings
+
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"spearman needs two 1-d vectors of the same length, got {a.shape} and {b.shape}")
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(spearmanr(a, b).statistic)
+
+
+def rank_agreement_of(scores, true_outcome, choice: int) -> dict:
+    """How the arm's ranking of K candidates agrees with their true outcomes: Spearman, whether the
+    chosen one is a true best (top-1), and its true outcome against the best and the mean of the K;
+    ``spearman`` is None where it is undefined (constant scores or outcomes)."""
+    true = np.asarray(true_outcome, dtype=np.float64)
+    rho = spearman(scores, true)
+    return {"true_outcome": [float(t) for t in true], "spearman": rho if np.isfinite(rho) else None,
+            "top1": bool(true[choice] == true.max()), "true_chosen": float(true[choice]),
+            "true_mean": float(true.mean()), "true_best": float(true.max())}
+
+
 class ImagineDecider:
     """Best-of-K by imagination: ``decide`` samples K chunks (backbone once), imagines them (one call),
     scores them and returns the best; ``on_step`` verifies. ``world_model=None`` skips imagination (only a
-    scorer that needs none, ``random``, can then rank). ``world_model`` may be reassigned between episodes."""
+    scorer that needs none, ``random``, can then rank). ``world_model`` may be reassigned between episodes.
+    ``truth`` (an :class:`~world_model.oracle.OracleWorldModel`), if given, simulates the same K candidates
+    after scoring for their true outcomes (:func:`rank_agreement_of` in the record); it restores the
+    simulator, so the episode is unchanged."""
 
     def __init__(self, policy, embodiment: str, spec: EmbodimentSpec, world_model, scorer, candidates: int,
                  execute_steps: int, verify: bool = False, surprise_threshold: float | None = None,
-                 num_flow_steps: int | None = None):
+                 num_flow_steps: int | None = None, truth=None):
         if candidates < 1 or execute_steps < 1:
             raise ValueError(f"candidates={candidates} and execute_steps={execute_steps} must be >= 1")
         if verify and (world_model is None or surprise_threshold is None):
@@ -68,6 +99,7 @@ class ImagineDecider:
         self.candidates, self.execute_steps = candidates, execute_steps
         self.verify, self.surprise_threshold = verify, surprise_threshold
         self.num_flow_steps = num_flow_steps
+        self.truth = truth
         self.episode_seed = self.calls = 0
         self.history: deque[dict] = deque(maxlen=history_length(world_model))
         self.imagination: Imagination | None = None
@@ -79,6 +111,8 @@ class ImagineDecider:
         self.history = deque(maxlen=history_length(self.world_model))
         if self.world_model is not None:
             self.world_model.begin_episode(env)
+        if self.truth is not None:
+            self.truth.begin_episode(env)
 
     def reset(self, episode_seed: int) -> None:
         self.episode_seed, self.calls = episode_seed, 0
@@ -115,6 +149,11 @@ class ImagineDecider:
                        "cut_at": None}
         if imagination.outcome is not None:
             self.record["outcome"] = [float(o) for o in imagination.outcome]
+        if self.truth is not None:  # after the timed parts: not in policy/imagine/score ms
+            t3 = time.perf_counter()
+            true = self.truth.imagine(list(self.history), out.chunks, self.spec, self.execute_steps, seed=seed)
+            self.record.update(rank_agreement_of(scores, true.outcome, choice),
+                               truth_ms=(time.perf_counter() - t3) * 1e3)
         return Decision(out.chunks[choice], policy_ms, out.clipped, out.nonfinite, record=self.record)
 
     def on_step(self, obs: dict, action: np.ndarray, reward: float, info: dict) -> bool:

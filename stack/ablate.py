@@ -13,7 +13,7 @@ from pathlib import Path
 
 from components.errors import ConfigError, ConfigNotFoundError, UsageError, yaml_problem
 from stack.results import latency_summary, mcnemar_exact, success_plot, wilson_interval, write_json, write_text
-from stack.runner import Arm
+from stack.runner import Arm, rank_summary
 
 ARM_KEYS = [f.name for f in dataclasses.fields(Arm)]
 
@@ -50,17 +50,27 @@ def read_arms(path: str) -> list:
     return arms
 
 
+def _rank_cells(rank: dict | None) -> str:
+    """``mean Spearman | top-1 agreement`` of an arm run with ``rank_agreement``, else dashes."""
+    if rank is None:
+        return "- | -"
+    rho = rank["spearman_mean"]
+    return f"{'-' if rho is None else format(rho, '.2f')} | {rank['top1_agreement']:.2f}"
+
+
 def _table(rows: list[dict], env: str, seeds: list[int]) -> str:
+    ranked = any(r["rank_agreement"] for r in rows)
     lines = [f"Ablation on {env}, seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} episodes, the same for every arm)", "",
              "| arm | K | world model | scorer | verify | success | 95% CI | McNemar p vs first | decision p50 ms "
-             "| imagine p50 ms | surprise replans |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| imagine p50 ms | surprise replans |" + (" Spearman | top-1 |" if ranked else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if ranked else "")]
     for r in rows:
         dec, im = r["decision_ms"], r["imagine_ms"]
         lines.append(f"| {r['name']} | {r['candidates']} | {r['world_model']} | {r['scorer'] or '-'} | {r['verify']} "
                      f"| {r['successes']}/{r['episodes']} | [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] "
                      f"| {r['mcnemar_p']:.3g} | {dec['p50'] if dec else float('nan'):.0f} "
-                     f"| {format(im['p50'], '.0f') if im else '-'} | {r['surprise_replans']} |")
+                     f"| {format(im['p50'], '.0f') if im else '-'} | {r['surprise_replans']} |"
+                     + (f" {_rank_cells(r['rank_agreement'])} |" if ranked else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -119,6 +129,7 @@ def ablate(arms: str, env: str, policy: str, out: str, episodes: int = 20, seed:
                 "score_ms": latency_summary([d["score_ms"] for d in decisions]),
                 "replans": sum(r.replans for r in records),
                 "surprise_replans": sum(r.surprise_replans for r in records),
+                "rank_agreement": rank_summary(decisions),
                 "per_seed_success": outcomes,
             })
     result = {"env": env, "policy": str(policy), "embodiment": embodiment, "seeds": seeds,

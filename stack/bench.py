@@ -419,3 +419,131 @@ def bench_serve(policy: str, clients: int = 8, requests: int = 200, embodiment: 
     if json:
         write_json(result, json)
     return result
+
+
+def _decide_rows(environment, decider, spec, horizon: int, decisions: int, seed: int, max_steps: int | None):
+    """Per-decision timings of ``decider`` from the real loop (``run_episode``): seeded episodes until
+    ``decisions`` + 1 decisions are made (the first one, a warm-up, is dropped). Each row: total ms
+    (``run_episode``'s clock around ``decide``) and the decider's own policy / imagine / score ms."""
+    from planners.episode import run_episode
+
+    rows, episode = [], 0
+    while len(rows) < decisions + 1:
+        left = decisions + 1 - len(rows)
+        cap = left * horizon if max_steps is None else min(max_steps, left * horizon)
+        rec = run_episode(environment, decider, spec, seed + episode, execute_horizon=horizon,
+                          temporal_ensemble=False, max_steps=cap)
+        episode += 1
+        for i, total in enumerate(rec.decision_ms):
+            d = rec.decisions[i] if rec.decisions else {}
+            rows.append({"total_ms": total, "policy_ms": rec.policy_ms[i], "imagine_ms": d.get("imagine_ms"),
+                         "score_ms": d.get("score_ms")})
+    return rows[1:decisions + 1], episode
+
+
+def bench_decide(env: str, policy: str, world_model: str = "oracle", scorer: str = "oracle_outcome",
+                 candidates: list[int] | None = None, decisions: int = 20, execute_horizon: int | None = None,
+                 seed: int = 0, max_steps: int | None = None, num_flow_steps: int | None = None,
+                 threads: int | None = None, json: str | None = None) -> dict:
+    """Decision latency of the imagine-execute-verify loop per K, measured side by side in one run:
+    p50/p95 of the whole decision and of its parts (policy: K chunks in one VLA call; imagine; score),
+    the real-time factor (decision time over the time the executed part of a chunk takes at the control
+    rate) and each K's ratio to K=1. A plain K=1 VLA row (no world model) is the baseline. Decisions come
+    from ``run_episode`` on real env observations (the env steps with the chosen chunks).
+
+    Args:
+        env: environment id, e.g. vla_stack/FetchPush-v0 (the oracle needs Fetch or ALOHA).
+        policy: checkpoint directory.
+        world_model: oracle or a world-model checkpoint directory.
+        scorer: what ranks the candidates (random, oracle_outcome, goal_latent, ...).
+        candidates: the K values (default 1 4 8 16).
+        decisions: timed decisions per K (after one untimed warm-up decision).
+        execute_horizon: env steps executed per decision (default per action kind).
+        seed: seed of the first episode (each K runs the same seeds).
+        max_steps: cap on env steps per episode.
+        num_flow_steps: Euler steps of the action decoder (default: the checkpoint's).
+        threads: torch CPU threads (default: torch's default).
+        json: write the result to this path.
+    """
+    import os
+    import platform
+
+    import gymnasium as gym
+    import numpy as np
+    import torch
+
+    from components.errors import UsageError
+    from stack.results import latency_summary, write_json
+    from stack.runner import Arm, _check_inputs, executor_settings, load_policy, make_decider
+
+    candidates = list(candidates or [1, 4, 8, 16])
+    if world_model == "none":
+        raise UsageError("--world_model: bench decide times imagining; give oracle or a world-model checkpoint "
+                         "directory (the plain VLA is the baseline row already)")
+    arms = [Arm("baseline")] + [Arm(f"K={k}", candidates=k, world_model=world_model, scorer=scorer)
+                                for k in candidates]
+    for arm in arms:
+        arm.check()
+    if decisions < 1:
+        raise UsageError(f"--decisions must be >= 1, got {decisions}")
+    if len(set(candidates)) != len(candidates):
+        raise UsageError(f"--candidates: each K once, got {candidates}")
+    if threads:
+        torch.set_num_threads(threads)
+    embodiment = _check_inputs(env, policy)
+    pol, spec = load_policy(policy, "torch", embodiment, env)
+    horizon, _ = executor_settings(spec, execute_horizon, False, imagines=True)
+    chunk_s = horizon / spec.control_hz
+    environment = gym.make(env)
+    rows = []
+    try:
+        deciders = [make_decider(a, pol, embodiment, spec, environment, horizon, num_flow_steps) for a in arms]
+        for arm, decider in zip(arms, deciders):
+            timed, episodes = _decide_rows(environment, decider, spec, horizon, decisions, seed, max_steps)
+            row = {"name": arm.name, "candidates": arm.candidates,
+                   "world_model": arm.world_model if arm.imagines else "none",
+                   "scorer": arm.scorer if arm.imagines else None, "decisions": len(timed), "episodes": episodes}
+            for part in ("total", "policy", "imagine", "score"):
+                values = [t[f"{part}_ms"] for t in timed if t[f"{part}_ms"] is not None]
+                row[f"{part}_ms"] = latency_summary(values)
+            row["rtf"] = {q: v / 1e3 / chunk_s for q, v in row["total_ms"].items()}
+            row["per_decision"] = timed
+            rows.append(row)
+    finally:
+        environment.close()
+    reference = next((r for r in rows[1:] if r["candidates"] == 1), None)
+    for r in rows:
+        r["over_baseline"] = r["total_ms"]["p50"] / rows[0]["total_ms"]["p50"]
+        r["over_k1"] = r["total_ms"]["p50"] / reference["total_ms"]["p50"] if reference else None
+    result = {"env": env, "policy": str(policy), "embodiment": embodiment, "world_model": world_model,
+              "scorer": scorer, "execute_horizon": horizon, "control_hz": spec.control_hz,
+              "chunk_seconds": chunk_s, "decisions_per_k": decisions, "warmup_decisions": 1, "seed": seed,
+              "num_flow_steps": num_flow_steps,
+              "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                          "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
+                          "device": str(next(pol.vla.parameters()).device)},
+              "rows": rows}
+    print(_decide_table(result))
+    if json:
+        write_json(result, json)
+    return result
+
+
+def _decide_table(result: dict) -> str:
+    def ms(summary, q):
+        return "-" if summary is None else f"{summary[q]:.1f}"
+
+    m = result["machine"]
+    lines = [f"bench decide on {result['env']}: world model {result['world_model']}, scorer {result['scorer']}, "
+             f"H={result['execute_horizon']} at {result['control_hz']:g} Hz ({result['chunk_seconds'] * 1e3:.0f} ms "
+             f"of execution per decision), {result['decisions_per_k']} decisions per row after 1 warm-up; "
+             f"{m['cpu_count']} CPUs, {m['torch_threads']} torch threads, {m['device']}", "",
+             "| row | K | decision p50 ms | p95 ms | policy p50 | imagine p50 | score p50 | RTF p50 | RTF p95 "
+             "| / K=1 | / baseline |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        over_k1 = "-" if r["over_k1"] is None else f"{r['over_k1']:.2f}"
+        lines.append(f"| {r['name']} | {r['candidates']} | {ms(r['total_ms'], 'p50')} | {ms(r['total_ms'], 'p95')} "
+                     f"| {ms(r['policy_ms'], 'p50')} | {ms(r['imagine_ms'], 'p50')} | {ms(r['score_ms'], 'p50')} "
+                     f"| {r['rtf']['p50']:.3f} | {r['rtf']['p95']:.3f} | {over_k1} | {r['over_baseline']:.2f} |")
+    return "\n".join(lines) + "\n"

@@ -96,7 +96,8 @@ def commands() -> dict:
             "serve": serve, "synth": c.synth,
             "stats": c.stats, "sample": c.sample, "export": c.export,
             "eval-world-model": c.eval_world_model,
-            "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency, "serve": bench.bench_serve}}
+            "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency, "serve": bench.bench_serve,
+                      "decide": bench.bench_decide}}
 
 
 def dispatch(argv: list[str]) -> None:

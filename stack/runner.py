@@ -102,6 +102,7 @@ class Arm:
     surprise_threshold: float | None = None
     uncertainty_penalty: float = 0.0
     goal_image: str | None = None
+    rank_agreement: bool = False
 
     @property
     def imagines(self) -> bool:
@@ -130,6 +131,9 @@ class Arm:
         if self.verify and self.surprise_threshold is None:
             raise UsageError("--verify needs --surprise_threshold (calibrate it on held-out rollouts: "
                              "planners.imagine.calibrate_surprise, docs/ARCHITECTURE.md)")
+        if self.rank_agreement and self.candidates < 2:
+            raise UsageError(f"--rank_agreement compares the ranking of the K candidates with their true "
+                             f"outcomes: it needs --candidates >= 2, got {self.candidates}")
         if self.surprise_threshold is not None and self.surprise_threshold < 0:
             raise UsageError(f"--surprise_threshold must be >= 0, got {self.surprise_threshold}")
         if self.world_model not in ("none", "oracle") and not Path(self.world_model).is_dir():
@@ -164,10 +168,20 @@ def make_decider(arm: Arm, pol, embodiment: str, spec, env, horizon: int, num_fl
     wm = load_world_model(arm.world_model)
     if wm is not None:
         wm.check_compatible(spec, env, context_frames=history_length(wm), execute_steps=horizon)
+    truth = None
+    if arm.rank_agreement:
+        from world_model.base import WorldModelMismatchError
+        from world_model.oracle import OracleWorldModel
+        truth = OracleWorldModel()
+        try:
+            truth.check_compatible(spec, env)
+        except WorldModelMismatchError as err:
+            raise UsageError(f"--rank_agreement needs the simulator oracle for the true outcomes (Fetch, ALOHA): "
+                             f"{err}") from err
     scorer = make_scorer(arm.scorer or "random", world_model=wm, spec=spec, goal_image=arm.goal_image,
                          uncertainty_penalty=arm.uncertainty_penalty)
     return ImagineDecider(pol, embodiment, spec, wm, scorer, arm.candidates, horizon, verify=arm.verify,
-                          surprise_threshold=arm.surprise_threshold, num_flow_steps=num_flow_steps)
+                          surprise_threshold=arm.surprise_threshold, num_flow_steps=num_flow_steps, truth=truth)
 
 
 def load_policy(policy: str, decoder: str, embodiment: str, env: str):
@@ -229,6 +243,20 @@ def evaluate(environment, decider, spec, seeds: list[int], *, horizon: int, temp
     return records
 
 
+def rank_summary(decisions: list[dict]) -> dict | None:
+    """Ranking by the arm's scores against the oracle's true outcomes over the decisions that have them
+    (``rank_agreement``): mean Spearman (over decisions where it is defined), top-1 agreement, and the true
+    outcome of the chosen candidate against the best (regret) and the mean of the K; None without any."""
+    ranked = [d for d in decisions if "true_outcome" in d]
+    if not ranked:
+        return None
+    rho = [d["spearman"] for d in ranked if d["spearman"] is not None]
+    return {"decisions": len(ranked), "spearman_mean": float(np.mean(rho)) if rho else None,
+            "spearman_defined": len(rho), "top1_agreement": float(np.mean([d["top1"] for d in ranked])),
+            "regret": float(np.mean([d["true_best"] - d["true_chosen"] for d in ranked])),
+            "chosen_minus_mean": float(np.mean([d["true_chosen"] - d["true_mean"] for d in ranked]))}
+
+
 def arm_summary(arm: Arm, decider, records: list[EpisodeRecord]) -> dict:
     """The imagine-loop fields of a run result (absent for the plain VLA)."""
     decisions = [d for r in records for d in r.decisions]
@@ -240,12 +268,14 @@ def arm_summary(arm: Arm, decider, records: list[EpisodeRecord]) -> dict:
         "imagine_ms": latency_summary([d["imagine_ms"] for d in decisions if d["imagine_ms"] is not None]),
         "score_ms": latency_summary([d["score_ms"] for d in decisions]),
         "surprise_replans": sum(r.surprise_replans for r in records),
+        "rank_agreement": rank_summary(decisions),
     }
 
 
 def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, candidates: int = 1, world_model: str = "none",
         scorer: str | None = None, verify: bool = False, surprise_threshold: float | None = None,
-        uncertainty_penalty: float = 0.0, goal_image: str | None = None, record: str | None = None,
+        uncertainty_penalty: float = 0.0, goal_image: str | None = None, rank_agreement: bool = False,
+        record: str | None = None,
         execute_horizon: int | None = None, temporal_ensemble: bool | None = None, ensemble_decay: float = 0.01,
         max_steps: int | None = None, env_kwargs: dict | None = None, num_flow_steps: int | None = None,
         decoder: str = "torch", video: str | None = None, video_episodes: int = 3,
@@ -272,6 +302,8 @@ def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, 
         surprise_threshold: RMS latent distance above which verify replans (planners.imagine.calibrate_surprise).
         uncertainty_penalty: subtract this times the disagreement of the world model's samples per candidate.
         goal_image: the goal as the cameras see it (side by side), for --scorer goal_latent.
+        rank_agreement: also simulate the K candidates with the oracle (Fetch, ALOHA; the episode is
+            unchanged) and report how the scorer's ranking agrees with their true outcomes.
         record: append every episode to this episode store (.zarr) with its outcome per frame.
         execute_horizon: env steps executed per decision (default per action kind: aloha 25 of 50,
             fetch 10 of 10, wheeled 5 env steps = one 0.5 s waypoint spacing).
@@ -290,7 +322,8 @@ def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, 
     """
     import gymnasium as gym
 
-    arm = Arm("run", candidates, world_model, scorer, verify, surprise_threshold, uncertainty_penalty, goal_image)
+    arm = Arm("run", candidates, world_model, scorer, verify, surprise_threshold, uncertainty_penalty, goal_image,
+              rank_agreement=rank_agreement)
     arm.check()
     embodiment = _check_inputs(env, policy, remote)
     if episodes < 1:

@@ -48,7 +48,7 @@ def test_ablate_runs_every_arm_on_the_same_seeds(tiny_checkpoint, learned_dir, t
     arms.write_text(
         "- {name: k1, candidates: 1}\n"
         "- {name: random3, candidates: 3, scorer: random}\n"
-        "- {name: oracle3, candidates: 3, world_model: oracle, scorer: oracle_outcome}\n"
+        "- {name: oracle3, candidates: 3, world_model: oracle, scorer: oracle_outcome, rank_agreement: true}\n"
         f"- {{name: learned3, candidates: 3, world_model: '{learned_dir}', scorer: random}}\n")
     out = tmp_path / "abl"
     proc = _cli("ablate", "--arms", str(arms), "--env", PUSH, "--policy", tiny_checkpoint, "--out", str(out),
@@ -65,8 +65,14 @@ def test_ablate_runs_every_arm_on_the_same_seeds(tiny_checkpoint, learned_dir, t
         assert row["decision_ms"]["p50"] > 0 and row["replans"] == 2  # decisions at steps 0 and 5 of 10
     assert rows["k1"]["imagine_ms"] is None and rows["random3"]["imagine_ms"] is None
     assert rows["oracle3"]["imagine_ms"]["p50"] > 0 and rows["learned3"]["imagine_ms"]["p50"] > 0
+    # rank agreement only where asked: the oracle's own outcome ranks exactly as the truth does
+    assert rows["k1"]["rank_agreement"] is None and rows["random3"]["rank_agreement"] is None
+    assert rows["oracle3"]["rank_agreement"]["decisions"] == 4 and rows["oracle3"]["rank_agreement"]["regret"] == 0
+    assert rows["oracle3"]["rank_agreement"]["top1_agreement"] == 1.0
     table = (out / "ablation.md").read_text()
     assert table.count("\n| ") == 5 and "| oracle3 | 3 | oracle | oracle_outcome |" in table
+    assert "| Spearman | top-1 |" in table and table.split("\n| k1 |")[1].split("\n")[0].endswith("| - | - |")
+    assert table.split("\n| oracle3 |")[1].split("\n")[0].endswith(" | 1.00 |")
     assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -96,6 +96,23 @@ CASES = [
      r"'.*empty' is not a VLA checkpoint directory"),
     ("serve-zero-max-batch", ["serve", "--policy", "{ckpt}", "--max_batch", "0"],
      r"--max_batch must be >= 1, got 0"),
+    ("bench-decide-zero-candidates", ["bench", "decide", "--env", "vla_stack/FetchPush-v0", "--policy", "{ckpt}",
+                                     "--candidates", "[0, 2]"],
+     r"--candidates must be >= 1, got 0"),
+    ("bench-decide-unknown-scorer", ["bench", "decide", "--env", "vla_stack/FetchPush-v0", "--policy", "{ckpt}",
+                                     "--scorer", "best"],
+     r"--scorer: unknown scorer 'best'; known: \[.*oracle_outcome.*random"),
+    ("bench-decide-oracle-on-wheeled", ["bench", "decide", "--env", "vla_stack/WheeledHallway-v0", "--policy",
+                                        "{ckpt}"],
+     r"world model 'oracle' for embodiment 'wheeled': env WheeledEnv has no simulator-state copy"),
+    ("run-rank-agreement-on-wheeled", ["run", "--env", "vla_stack/WheeledHallway-v0", "--policy", "{ckpt}",
+                                       "--candidates", "2", "--scorer", "random", "--rank_agreement", "true",
+                                       "--episodes", "1"],
+     r"--rank_agreement needs the simulator oracle for the true outcomes \(Fetch, ALOHA\): .*WheeledEnv has no "
+     r"simulator-state copy"),
+    ("run-rank-agreement-one-candidate", ["run", "--env", FETCH, "--policy", "{ckpt}", "--rank_agreement", "true"],
+     r"--rank_agreement compares the ranking of the K candidates with their true outcomes: it needs "
+     r"--candidates >= 2, got 1"),
     ("bench-serve-zero-clients", ["bench", "serve", "--policy", "{ckpt}", "--clients", "0"],
      r"--clients must be >= 1, got 0"),
     # sample

@@ -46,3 +46,27 @@ def test_bad_dtype_and_missing_gpu_are_clear_errors():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="--device cuda: torch .* sees no CUDA device"):
             bench_latency(device="cuda")
+
+
+def test_bench_decide_times_each_k_from_the_real_loop(tiny_checkpoint, tmp_path):
+    from stack.bench import bench_decide
+
+    out = tmp_path / "decide.json"
+    result = bench_decide("vla_stack/FetchPush-v0", tiny_checkpoint, world_model="oracle", scorer="oracle_outcome",
+                          candidates=[1, 2], decisions=2, execute_horizon=5, num_flow_steps=2, json=str(out))
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["machine"]["cpu_count"] >= 1 and result["machine"]["torch_threads"] >= 1
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows) == ["baseline", "K=1", "K=2"] and [r["candidates"] for r in rows.values()] == [1, 1, 2]
+    assert rows["baseline"]["world_model"] == "none" and rows["baseline"]["imagine_ms"] is None
+    chunk_s = 5 / result["control_hz"]
+    for name, r in rows.items():
+        assert r["decisions"] == len(r["per_decision"]) == 2
+        for d in r["per_decision"]:  # the parts are timed inside the decision, so they sum to at most it
+            parts = d["policy_ms"] + (d["imagine_ms"] or 0.0) + (d["score_ms"] or 0.0)
+            assert 0 < parts <= d["total_ms"]
+            assert (d["imagine_ms"] is None) == (name == "baseline")
+        assert r["rtf"]["p50"] == pytest.approx(r["total_ms"]["p50"] / 1e3 / chunk_s)
+        assert r["over_k1"] == pytest.approx(r["total_ms"]["p50"] / rows["K=1"]["total_ms"]["p50"])
+        assert r["over_baseline"] == pytest.approx(r["total_ms"]["p50"] / rows["baseline"]["total_ms"]["p50"])
+    assert rows["K=1"]["over_k1"] == 1.0 and rows["baseline"]["over_baseline"] == 1.0
