@@ -296,9 +296,9 @@ def test_anything_else_is_reported_as_a_bug_with_its_traceback(monkeypatch, caps
 def test_help_lists_every_command():
     result = vla_stack(["--help"], cwd=REPO)
     assert result.returncode == 0
-    listed = re.search(r"\{([a-z_,]+)\}", result.stdout).group(1).split(",")
+    listed = re.search(r"\{([a-z_,-]+)\}", result.stdout).group(1).split(",")
     assert {"fit", "validate", "test", "predict", "run", "collect", "stats", "sample", "export", "demo",
-            "synth", "bench"} <= set(listed)
+            "synth", "bench", "ablate", "serve", "eval-world-model"} <= set(listed)
 
 
 # ---- kill -9 --------------------------------------------------------------------------------------
