@@ -193,8 +193,9 @@ class VLA(nn.Module):
     def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        config = {"vla": self.config.to_dict(), "backbone_hf_config": self.backbone.model.config.to_dict(),
-                  **(extra or {})}
+        # model_type: what the transformers Auto classes dispatch on (components/hf.py)
+        config = {"model_type": "vla_stack", "vla": self.config.to_dict(),
+                  "backbone_hf_config": self.backbone.model.config.to_dict(), **(extra or {})}
         (directory / "config.json").write_text(json.dumps(config, indent=2, default=list))
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(directory / "model.safetensors"))
