@@ -113,11 +113,17 @@ class WaypointExecutor:
 def make_executor(spec: EmbodimentSpec, env, execute_horizon: int, temporal_ensemble: bool = False,
                   ensemble_decay: float = 0.01):
     """The executor for ``spec``'s action kind; the waypoint follower takes its limits from ``env``'s action space."""
+    dt = float(getattr(env.unwrapped, "dt", 1.0 / spec.control_hz))
+    return make_executor_for(spec, env.action_space, dt, execute_horizon, temporal_ensemble, ensemble_decay)
+
+
+def make_executor_for(spec: EmbodimentSpec, action_space, dt_s: float, execute_horizon: int,
+                      temporal_ensemble: bool = False, ensemble_decay: float = 0.01):
+    """:func:`make_executor` from the env's action space and step length (what a vector env exposes)."""
     if spec.action_kind == "waypoints":
-        box = env.action_space
+        box = action_space
         cfg = FollowerConfig(v_min=float(box.low[0]), v_max=float(box.high[0]), w_max=float(box.high[1]),
-                             dt_s=float(getattr(env.unwrapped, "dt", 1.0 / spec.control_hz)),
-                             spacing_s=float(spec.waypoint_spacing_s or 1.0 / spec.control_hz))
+                             dt_s=float(dt_s), spacing_s=float(spec.waypoint_spacing_s or 1.0 / spec.control_hz))
         return WaypointExecutor(execute_horizon, WaypointFollower(cfg))
     if temporal_ensemble:
         return TemporalEnsemble(spec.chunk_horizon, ensemble_decay)

@@ -279,7 +279,7 @@ def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, 
         execute_horizon: int | None = None, temporal_ensemble: bool | None = None, ensemble_decay: float = 0.01,
         max_steps: int | None = None, env_kwargs: dict | None = None, num_flow_steps: int | None = None,
         decoder: str = "torch", video: str | None = None, video_episodes: int = 3,
-        json: str | None = None, remote: str | None = None) -> dict:
+        json: str | None = None, remote: str | None = None, num_envs: int = 1) -> dict:
     """Evaluate a policy closed-loop in a simulation env and report its success rate.
 
     Seeded episodes; success rate with its Wilson interval (95 percent), decision latencies; optionally
@@ -319,6 +319,8 @@ def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, 
         video_episodes: how many episodes go into the video.
         json: write the run result to this path.
         remote: ws://HOST:PORT of a policy server (``vla-stack serve``) to decide with, instead of ``policy``.
+        num_envs: environments stepped at once (gymnasium AsyncVectorEnv, one process each), their policy
+            calls batched into one; the same seeded episodes as 1 (the plain VLA only).
     """
     import gymnasium as gym
 
@@ -339,9 +341,22 @@ def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, 
     else:
         pol, spec = load_policy(policy, decoder, embodiment, env)
     horizon, temporal_ensemble = executor_settings(spec, execute_horizon, temporal_ensemble, arm.imagines)
+    seeds = [seed + i for i in range(episodes)]
+    if num_envs < 1:
+        raise UsageError(f"--num_envs must be >= 1, got {num_envs}")
+    if num_envs > 1:
+        if remote is not None or arm.imagines or record or video:
+            raise UsageError("--num_envs > 1 evaluates the plain VLA with a local --policy; --remote, --candidates "
+                             "> 1, --world_model, --record and --video run with --num_envs 1")
+        if decoder != "torch":
+            raise UsageError("--num_envs > 1 batches the policy calls, which the exported ONNX decoder (one "
+                             "observation per call) cannot; use --decoder torch")
+        records, staged = _run_vectorized(env, env_kwargs, pol, embodiment, spec, seeds, num_envs, horizon,
+                                          temporal_ensemble, ensemble_decay, max_steps, num_flow_steps)
+        return _result(env, env_kwargs, policy, remote, embodiment, candidates, arm, None, records, seeds, horizon,
+                       temporal_ensemble, max_steps, record, None, json, num_envs, staged)
 
     environment = gym.make(env, **(env_kwargs or {}))
-    seeds = [seed + i for i in range(episodes)]
     with contextlib.ExitStack() as stack:
         stack.callback(environment.close)
         recorder = None
@@ -359,7 +374,36 @@ def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, 
                            ensemble_decay=ensemble_decay, max_steps=max_steps, writer=writer,
                            video_episodes=video_episodes, recorder=recorder, desc=env)
     video_path = writer.path if writer and writer.frames else None
+    return _result(env, env_kwargs, policy, remote, embodiment, candidates, arm, decider, records, seeds, horizon,
+                   temporal_ensemble, max_steps, record, video_path, json, 1,
+                   staged=isinstance(getattr(environment.unwrapped, "max_reward", None), int))
 
+
+def _run_vectorized(env, env_kwargs, pol, embodiment, spec, seeds, num_envs, horizon, temporal_ensemble,
+                    ensemble_decay, max_steps, num_flow_steps) -> tuple[list[EpisodeRecord], bool]:
+    from tqdm import tqdm
+
+    from planners.parallel import run_parallel
+    bar = tqdm(total=len(seeds), desc=f"{env} x{num_envs}", unit="ep", dynamic_ncols=True)
+    done: list[EpisodeRecord] = []
+
+    def on_episode(rec: EpisodeRecord) -> None:
+        done.append(rec)
+        k = sum(r.success for r in done)
+        bar.update(1)
+        bar.set_postfix_str(f"success {k}/{len(done)} ({k / len(done):.0%})")
+
+    try:
+        return run_parallel(env, env_kwargs, pol, embodiment, spec, seeds, num_envs, execute_horizon=horizon,
+                            temporal_ensemble=temporal_ensemble, ensemble_decay=ensemble_decay, max_steps=max_steps,
+                            num_flow_steps=num_flow_steps, on_episode=on_episode)
+    finally:
+        bar.close()
+
+
+def _result(env, env_kwargs, policy, remote, embodiment, candidates, arm, decider, records, seeds, horizon,
+            temporal_ensemble, max_steps, record, video_path, json, num_envs, staged: bool) -> dict:
+    """The run result (docs/ARCHITECTURE.md, "Run result"), written to ``json`` and summarised in one line."""
     successes = sum(r.success for r in records)
     result = {
         "env": env,
@@ -381,9 +425,9 @@ def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, 
         "nonfinite_actions": sum(r.nonfinite_actions for r in records),
         # episodes per best reward stage reached, where the env's reward is staged (aloha: 0-4)
         "max_reward_counts": ({f"{v:g}": sum(r.max_reward == v for r in records)
-                               for v in sorted({r.max_reward for r in records})}
-                              if isinstance(getattr(environment.unwrapped, "max_reward", None), int) else None),
+                               for v in sorted({r.max_reward for r in records})} if staged else None),
         "seeds": seeds,
+        "num_envs": num_envs,
         "execute_horizon": horizon,
         "temporal_ensemble": temporal_ensemble,
         "max_steps": max_steps,
