@@ -1,0 +1,333 @@
+"""``vla-stack map``, ``route`` and ``nav``: map a building from RGB-D, plan routes of subgoals over its
+place graph, and drive them in the wheeled simulator (docs/ARCHITECTURE.md, "Navigation")."""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("PYGLET_HEADLESS", "true")
+
+import numpy as np  # noqa: E402
+
+from components.errors import UsageError  # noqa: E402
+
+MODES = ("graph+follower", "graph+vla", "vla")
+ENV_ID = "vla_stack/Wheeled-v0"
+
+
+def _plan(floorplan: str):
+    from components.envs.floorplan import load_floorplan
+    return load_floorplan(floorplan)
+
+
+def _env(plan, goal_room: str | None = None, scenario=None):
+    import gymnasium as gym
+
+    import components.envs  # noqa: F401
+    env = gym.make(ENV_ID, floorplan=plan, goal_room=goal_room)
+    if scenario is not None and scenario.events:
+        from planners.scenario import ScenarioEnv
+        env = ScenarioEnv(env, scenario)
+    return env
+
+
+def _load_or_build(plan, map_dir: str | None, seed: int):
+    """The saved map at ``map_dir`` (checked against the plan), else a new one (saved there if given)."""
+    from planners.navmap import NavMap, build_map, check_map_fits
+    if map_dir and Path(map_dir).exists():
+        m = NavMap.load(map_dir)
+        check_map_fits(m, plan.source, f"--map {map_dir}")
+        return m, False
+    env = _env(plan)
+    try:
+        m = build_map(env, seed=seed)
+    finally:
+        env.close()
+    if map_dir:
+        m.save(map_dir)
+    return m, True
+
+
+def map(floorplan: str, out: str, seed: int = 0, png: str | None = None) -> dict:  # noqa: A001 - the command's name
+    """Map a building: tour every room recording RGB-D, integrate it with open3d, build the occupancy grid
+    and the place graph, save them to ``out`` (graph.json + grid.npz).
+
+    Args:
+        floorplan: a floor-plan YAML (any path of the schema) or the name of one under configs/floorplans.
+        out: the map directory to write (replaced atomically).
+        seed: seed of the tour's start.
+        png: also write a top-down image of the map here.
+    """
+    from planners.navmap import build_map, describe
+    plan = _plan(floorplan)
+    env = _env(plan)
+    try:
+        m = build_map(env, seed=seed)
+    finally:
+        env.close()
+    m.save(out)
+    if png:
+        m.render(png)
+    info = describe(m)
+    print(f"map {plan.name}: {info['nodes']} nodes, {info['edges']} edges, places {info['places']}, "
+          f"{info['mapping_s']:.1f} s -> {out}")
+    return info
+
+
+def route(map: str, goal: str, start: str | None = None) -> dict:  # noqa: A002
+    """Plan a route on a saved map and print its subgoals.
+
+    Args:
+        map: a map directory (written by ``vla-stack map``).
+        goal: the goal in words ("go to the kitchen", "Kitchen", "the archive room").
+        start: "X,Z" metres where the route starts (default: the first node).
+    """
+    from planners.navmap import NavMap
+    m = NavMap.load(map)
+    place = m.resolve_place(goal)
+    if start is not None:
+        try:
+            xz = np.array([float(v) for v in str(start).split(",")])
+            assert xz.shape == (2,)
+        except (ValueError, AssertionError):
+            raise UsageError(f"--start: expected X,Z in metres (e.g. 1.5,2.0), got {start!r}") from None
+    else:
+        xz = m.xz(next(iter(m.graph.nodes)))
+    t0 = time.perf_counter()
+    r = m.route(xz, place)
+    ms = (time.perf_counter() - t0) * 1e3
+    out = {"place": place, "nodes": len(r.nodes), "length_m": m.length(r.nodes), "plan_ms": ms,
+           "subgoals": [[round(float(v), 3) for v in p] for p in r.subgoals]}
+    print(f"route to {place}: {len(r.subgoals)} subgoals, {out['length_m']:.1f} m of graph, {ms:.1f} ms")
+    for p in out["subgoals"]:
+        print(f"  {p[0]:.2f}, {p[1]:.2f}")
+    return out
+
+
+def _shortest_length(plan, pose, goal_room: str) -> float:
+    """Length of the floor plan's shortest room/door route from ``pose`` (the SPL reference)."""
+    from components.envs.wheeled_expert import plan_route, route_points
+    start_room = plan.room_at(pose[0], pose[1])
+    if start_room is None:
+        return 0.0
+    pts = [np.asarray(pose[:2])] + route_points(plan, plan_route(plan, start_room, goal_room),
+                                                plan.room(goal_room).goal_point)
+    return float(sum(np.linalg.norm(b - a) for a, b in zip(pts, pts[1:])))
+
+
+class _Trace:
+    """Poses, collisions and frames of an episode, seen through a gym wrapper."""
+
+    def __init__(self, env, on_frame=None):
+        import gymnasium as gym
+
+        trace = self
+
+        class Wrapper(gym.Wrapper):
+            def step(self, action):
+                obs, r, term, trunc, info = self.env.step(action)
+                trace.record(obs, info)
+                return obs, r, term, trunc, info
+
+        self.env = Wrapper(env)
+        self.on_frame = on_frame
+        self.poses: list[np.ndarray] = []
+        self.collisions = 0
+
+    def record(self, obs, info) -> None:
+        self.poses.append(np.asarray(info["pose"], dtype=np.float64))
+        self.collisions += bool(info.get("collided", False))
+        if self.on_frame:
+            self.on_frame(obs, info)
+
+
+def nav(floorplan: str, goal: str, map: str | None = None, policy: str | None = None,  # noqa: A002
+        mode: str = "graph+follower", episodes: int = 1, seed: int = 0, json: str | None = None,
+        video: str | None = None, scenario: str | None = None, max_steps: int | None = None,
+        map_seed: int = 0) -> dict:
+    """Go to a named place of a building: map it (or load a saved map), plan a route of subgoals over
+    its place graph, drive it, and replan around blocked edges (a closed door).
+
+    Args:
+        floorplan: a floor-plan YAML (any path of the schema) or the name of one under configs/floorplans.
+        goal: the goal in words ("go to the kitchen", "Kitchen", "the archive room").
+        map: a map directory: loaded if it exists, else made and saved there (default: made, not saved).
+        policy: checkpoint directory (modes graph+vla and vla).
+        mode: graph+follower (the route's subgoals by pure pursuit, no VLA), graph+vla (the VLA predicts
+            8 waypoints toward each subgoal) or vla (the VLA alone with the goal in words, no graph).
+        episodes: episodes; episode i starts from seed ``seed + i`` (a random start room and pose).
+        seed: seed of the first episode.
+        json: write the result here.
+        video: write an mp4 of the first episode: the camera and a top-down inset (graph, route, robot).
+        scenario: door events: "ROOM_A-ROOM_B@STEP" (close that door at that step; several joined by ";")
+            or a scenario YAML file.
+        max_steps: cap on env steps per episode (default: the floor plan's episode length).
+        map_seed: seed of the mapping tour.
+    """
+    from planners.scenario import load_scenario
+    from stack.results import summary_line, wilson_interval, write_json
+
+    if mode not in MODES:
+        raise UsageError(f"--mode: expected one of {list(MODES)}, got {mode!r}")
+    if episodes < 1:
+        raise UsageError(f"--episodes must be >= 1, got {episodes}")
+    plan = _plan(floorplan)
+    sc = load_scenario(scenario, plan, max_steps) if scenario else None
+    pol = None
+    if mode in ("graph+vla", "vla"):
+        pol = _wheeled_policy(policy, mode)
+    if mode == "vla":
+        from planners.navmap import resolve_place
+        place = resolve_place(goal, plan.room_names, {r.text: r.name for r in plan.rooms})
+        m = None
+    else:
+        m, _ = _load_or_build(plan, map, map_seed)
+        place = m.resolve_place(goal)
+    records = []
+    writer = None
+    if video:
+        from stack.results import VideoWriter
+        writer = VideoWriter(video, fps=10)
+    try:
+        for i in range(episodes):
+            records.append(_episode(plan, m, place, mode, pol, seed + i, sc, max_steps,
+                                    writer if i == 0 else None))
+    finally:
+        if writer is not None:
+            writer.close()
+    k = sum(r["success"] for r in records)
+    result = {
+        "env": ENV_ID, "floorplan": str(plan.source), "goal": goal, "place": place, "mode": mode,
+        "policy": str(policy) if policy else None, "map": str(map) if map else None,
+        "episodes": len(records), "successes": k, "success_rate": k / len(records),
+        "ci95": list(wilson_interval(k, len(records))),
+        "spl": float(np.mean([r["spl"] for r in records])),
+        "oracle_success_rate": float(np.mean([r["oracle_success"] for r in records])),
+        "collisions": int(sum(r["collisions"] for r in records)),
+        "path_length_m": float(np.mean([r["path_length_m"] for r in records])),
+        "shortest_path_length_m": float(np.mean([r["shortest_path_length_m"] for r in records])),
+        "replans": int(sum(r["replans"] for r in records)),
+        "seeds": [seed + i for i in range(episodes)],
+        "scenario": scenario, "max_steps": max_steps,
+        "mapping_s": m.mapping_s if m is not None else None,
+        "video": str(writer.path) if writer is not None and writer.frames else None,
+        "per_episode": records,
+    }
+    if json:
+        write_json(result, json)
+    print(summary_line({**result, "env": f"nav {plan.name} -> {place} ({mode})", "decision_ms": None}))
+    return result
+
+
+def _wheeled_policy(policy: str | None, mode: str):
+    from components.errors import CheckpointNotFoundError
+    from components.policy import Policy
+    if policy is None:
+        raise UsageError(f"--mode {mode} needs --policy DIR (a checkpoint with the wheeled embodiment)")
+    if not Path(policy).is_dir():
+        raise CheckpointNotFoundError(f"--policy: checkpoint directory '{policy}' does not exist")
+    pol = Policy.from_pretrained(policy)
+    if "wheeled" not in pol.embodiments:
+        raise UsageError(f"--policy {policy}: no wheeled embodiment (it has {pol.embodiments})")
+    spec = pol.processor.embodiments["wheeled"]
+    if mode == "graph+vla" and not {"subgoal_x", "subgoal_y"} <= {s.name for s in spec.state_slots}:
+        raise UsageError(f"--mode graph+vla: the wheeled embodiment of {policy} takes no subgoal (its state is "
+                         f"{[s.name for s in spec.state_slots]}; graph+vla needs state slots subgoal_x, subgoal_y, "
+                         f"which no shipped checkpoint has been trained with yet); use --mode graph+follower "
+                         f"or --mode vla")
+    return pol
+
+
+def _episode(plan, m, place, mode, pol, seed, sc, max_steps, writer) -> dict:
+    from planners.navigate import RouteConfig, follow_route
+
+    env = _env(plan, place, sc)
+    frames = None
+    if writer is not None:
+        frames = _Frames(writer, m)
+    trace = _Trace(env, frames)
+    try:
+        obs, info = trace.env.reset(seed=seed)
+        u = env.unwrapped
+        start = np.asarray(info["pose"], dtype=np.float64)
+        trace.poses.append(start)
+        replans = 0
+        if mode == "vla":
+            from planners.episode import PolicyDecider, run_episode
+            spec = pol.processor.embodiments["wheeled"]
+            rec = run_episode(trace.env, PolicyDecider(pol, "wheeled"), spec, seed, max_steps=max_steps)
+            success, steps, status = rec.success, rec.steps, rec.end
+        else:
+            blocked: set[tuple[int, int]] = set()
+            r = m.route(start[:2], place)
+            if frames is not None:
+                frames.route = r
+
+            def replan(pose, seg):
+                nonlocal r, replans
+                ahead = np.asarray(pose[:2]) + 0.6 * np.array([math.cos(pose[2]), -math.sin(pose[2])])
+                blocked.update(_edges_near(m, (np.asarray(seg.start) + np.asarray(seg.end)) / 2, ahead))
+                replans += 1
+                r = m.route(pose[:2], place, blocked)
+                if frames is not None:
+                    frames.route = r
+                return [list(p) for p in r.subgoals]
+
+            cfg = RouteConfig(max_steps=max_steps)
+            res = follow_route(trace.env, r.subgoals, obs, info, replan=replan, config=cfg)
+            success, steps, status = res.success, res.steps, res.status
+        poses = np.array(trace.poses)
+        length = float(np.sum(np.linalg.norm(np.diff(poses[:, :2], axis=0), axis=1))) if len(poses) > 1 else 0.0
+        shortest = _shortest_length(plan, start, place)
+        goal = np.asarray(u.goal_xz)
+        oracle = bool(np.min(np.linalg.norm(poses[:, :2] - goal, axis=1)) <= u.success_radius) or bool(success)
+        spl = float(success) * shortest / max(length, shortest, 1e-9)
+        return {"seed": seed, "success": bool(success), "oracle_success": oracle, "spl": spl, "steps": int(steps),
+                "end": status, "collisions": trace.collisions, "path_length_m": length,
+                "shortest_path_length_m": shortest, "replans": replans,
+                "start": [float(v) for v in start], "start_room": plan.room_at(start[0], start[1])}
+    finally:
+        env.close()
+
+
+def _edges_near(m, mid, ahead, radius: float = 0.8) -> set[tuple[int, int]]:
+    """Graph edges passing within ``radius`` of where the robot got stuck (ahead of it) or of the blocked
+    segment's middle: the ones a closed door or an obstacle cuts."""
+    out = set()
+    for u, v in m.graph.edges:
+        a, b = m.xz(u), m.xz(v)
+        ab = b - a
+        for p in (np.asarray(ahead), np.asarray(mid)):
+            t = float(np.clip((p - a) @ ab / max(float(ab @ ab), 1e-9), 0.0, 1.0))
+            if np.linalg.norm(a + t * ab - p) <= radius:
+                out.add((u, v))
+                break
+    return out
+
+
+class _Frames:
+    """Video frames: the robot's camera with a top-down inset of the map, the route and the trail."""
+
+    def __init__(self, writer, m):
+        self.writer, self.m, self.route, self.trail = writer, m, None, []
+
+    def __call__(self, obs, info) -> None:
+        from PIL import Image
+
+        from planners.navmap import render_image
+        pose = np.asarray(info["pose"], dtype=np.float64)
+        self.trail.append(pose[:2])
+        cam = np.asarray(obs["images"]["front"])
+        cam = np.asarray(Image.fromarray(cam).resize((320, 240), Image.NEAREST))
+        if self.m is None:
+            frame = cam
+        else:
+            top = render_image(self.m, self.route, pose, trail=self.trail, max_side=240)
+            h = 240
+            top = np.asarray(Image.fromarray(top).resize((max(1, int(top.shape[1] * h / top.shape[0])), h)))
+            frame = np.concatenate([cam, top], axis=1)
+        if frame.shape[1] % 2:
+            frame = frame[:, :-1]
+        self.writer.write(np.ascontiguousarray(frame))
