@@ -361,6 +361,10 @@ class WheeledEnv(MiniWorldEnv):
             "state": self.last_cmd.copy(),
         }
 
+    def observe(self) -> dict[str, Any]:
+        """The observation now (a fresh render: after ``set_door`` the depth shows the change)."""
+        return self._observe()
+
     @property
     def pose(self) -> np.ndarray:
         return np.array([self.agent.pos[0], self.agent.pos[2], self.agent.dir], dtype=np.float64)
