@@ -307,14 +307,14 @@ def parse_floorplan(data: Any, source: str = "<memory>", name: str | None = None
         for key in ("between", "width"):
             if key not in dd:
                 raise FloorPlanError(f"{where}: missing field {key!r}")
-        unknown = set(dd) - {"between", "width", "at", "closed"}
-        if unknown:
-            raise FloorPlanError(f"{where}: unknown field(s) {sorted(unknown)}; a door has between, width, at, closed")
         between = dd["between"]
         if not isinstance(between, (list, tuple)) or len(between) != 2:
             raise FloorPlanError(f"{where}: field 'between' must name two rooms, got {between!r}")
         a, b = str(between[0]), str(between[1])
         where = f"{source}: doors[{i}] between {a!r} and {b!r}"
+        unknown = set(dd) - {"between", "width", "at", "closed"}
+        if unknown:
+            raise FloorPlanError(f"{where}: unknown field(s) {sorted(unknown)}; a door has between, width, at, closed")
         for rn in (a, b):
             if rn not in by_name:
                 raise FloorPlanError(f"{where}: unknown room {rn!r}; rooms are {list(by_name)}")
