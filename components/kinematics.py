@@ -128,3 +128,44 @@ def pure_pursuit(path: Sequence[np.ndarray], s_m: float, pose: Sequence[float], 
     """
     target = point_along(path, s_m + lookahead_m)
     return target, bearing(target, pose, frame)
+
+
+def advance_segment(path: Sequence[np.ndarray], seg: int, p: np.ndarray, reach_m: float = 0.3) -> int:
+    """Index of the segment (``path[seg]`` -> ``path[seg + 1]``) a robot at ``p`` [2] follows now.
+
+    Moves past a segment once the robot's projection reaches its end (5 cm slack) or the robot is
+    within ``reach_m`` of its end; the last segment is never left.
+    """
+    while seg < len(path) - 2:
+        a, b = path[seg], path[seg + 1]
+        ab = b - a
+        length = float(np.linalg.norm(ab))
+        s = float((p - a) @ ab / length) if length > 1e-9 else length
+        if s >= length - 0.05 or np.linalg.norm(p - b) < reach_m:
+            seg += 1
+        else:
+            break
+    return seg
+
+
+def polyline_command(path: Sequence[np.ndarray], seg: int, pose: Sequence[float], lookahead_m: float = LOOKAHEAD_M,
+                     v_max: float = WHEELED_BASE.v_max, frame: str = "xz") -> tuple[float, float]:
+    """(v m/s, omega rad/s) of the scripted expert's controller on segment ``seg`` of ``path`` [N, 2].
+
+    Pure pursuit on this segment and the next; turn on the spot when ``|bearing| > TURN_IN_PLACE_RAD``,
+    else v shrinks with the bearing; on the last segment v slows to the remaining distance (>= 0.15 m/s).
+    """
+    p = np.asarray(pose[:2], dtype=np.float64)
+    a, b = path[seg], path[seg + 1]
+    ab = b - a
+    length = float(np.linalg.norm(ab))
+    u = ab / length if length > 1e-9 else np.zeros(2)
+    s = float(np.clip((p - a) @ u, 0.0, length))
+    _, alpha = pure_pursuit(path[seg:seg + 3], s, pose, lookahead_m, frame=frame)
+    w = float(np.clip(TURN_GAIN * alpha, -WHEELED_BASE.w_max, WHEELED_BASE.w_max))
+    if abs(alpha) > TURN_IN_PLACE_RAD:
+        return 0.0, w
+    v = v_max * (1.0 - abs(alpha) / TURN_IN_PLACE_RAD) ** 0.5
+    if seg >= len(path) - 2:
+        v = min(v, max(0.15, float(np.linalg.norm(path[-1] - p))))
+    return float(v), w

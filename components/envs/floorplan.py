@@ -13,11 +13,15 @@ Schema (metres; MiniWorld's ground plane is x/z, y is up)::
          goal: [8, 19]}                 # optional: goal point inside the room (default its centre)
     doors:                            # between rooms whose facing walls overlap
       - {between: [kitchen, hallway], width: 1.2,
-         at: 2.5}                     # optional: door centre along the wall (default: overlap middle)
+         at: 2.5,                     # optional: door centre along the wall (default: overlap middle)
+         closed: true}                # optional: the door is shut (default false): built as a wall,
+                                      # left out of ``graph()`` and so of every route
 
 Two rooms *face each other* when a wall of one is parallel to a wall of the other, the gap between
 them is in ``[0, max_door_gap]`` and the walls overlap (along the wall) by at least the door width.
 A door across a non-zero gap becomes a short passage (MiniWorld's ``connect_rooms`` does the same).
+A closed door is the plan's initial state; ``WheeledEnv.set_door`` opens or closes doors during an
+episode (docs/ARCHITECTURE.md, Navigation).
 
 Every validation error is a :class:`FloorPlanError` naming the file and the offending item.
 """
@@ -91,6 +95,12 @@ class Door:
     wall_b: float
     span: tuple[float, float]
     a_low: bool = True  # room a lies on the low-coordinate side of the doorway (along ``axis``)
+    closed: bool = False  # shut in the plan's initial state (YAML ``closed: true``)
+
+    @property
+    def key(self) -> frozenset[str]:
+        """The unordered pair of rooms, the identity of a door (one door per pair)."""
+        return frozenset((self.a, self.b))
 
     @property
     def along(self) -> float:
@@ -161,18 +171,34 @@ class FloorPlan:
         for d in self.doors:
             if {d.a, d.b} == {a, b}:
                 return d
-        raise KeyError(f"{self.source}: no door between {a!r} and {b!r}")
+        for rn in (a, b):
+            if rn not in self._by_name:
+                raise FloorPlanError(f"{self.source}: unknown room {rn!r}; rooms are {self.room_names}")
+        doors = [f"{d.a}-{d.b}" for d in self.doors]
+        raise FloorPlanError(f"{self.source}: no door between {a!r} and {b!r}; doors are {doors}")
 
-    def graph(self):
-        """networkx Graph: nodes = rooms (``centre``, ``goal``, ``x``, ``z``, ``label``, ``area``),
-        edges = doors (``door`` = door centre (x, z), ``width``, ``index``, ``weight`` = path length
-        centre -> door -> centre)."""
+    @property
+    def closed_doors(self) -> frozenset[frozenset[str]]:
+        """Keys (``Door.key``) of the doors the plan declares ``closed: true``."""
+        return frozenset(d.key for d in self.doors if d.closed)
+
+    def graph(self, closed=None):
+        """networkx Graph of the open doors: nodes = rooms (``centre``, ``goal``, ``x``, ``z``,
+        ``label``, ``area``), edges = doors (``door`` = door centre (x, z), ``width``, ``index`` into
+        ``doors``, ``weight`` = path length centre -> door -> centre).
+
+        ``closed``: the doors to leave out, as (a, b) pairs in any order; None = the plan's own
+        ``closed_doors`` (an env passes its current door state, ``WheeledEnv.closed_doors``).
+        """
         import networkx as nx
 
+        shut = self.closed_doors if closed is None else {frozenset(p) for p in closed}
         g = nx.Graph(name=self.name)
         for r in self.rooms:
             g.add_node(r.name, centre=r.centre, goal=r.goal_point, x=r.x, z=r.z, label=r.text, area=r.area)
         for i, d in enumerate(self.doors):
+            if d.key in shut:
+                continue
             c = np.asarray(d.centre)
             w = float(
                 np.linalg.norm(c - np.asarray(self.room(d.a).centre))
@@ -286,6 +312,9 @@ def parse_floorplan(data: Any, source: str = "<memory>", name: str | None = None
             raise FloorPlanError(f"{where}: field 'between' must name two rooms, got {between!r}")
         a, b = str(between[0]), str(between[1])
         where = f"{source}: doors[{i}] between {a!r} and {b!r}"
+        unknown = set(dd) - {"between", "width", "at", "closed"}
+        if unknown:
+            raise FloorPlanError(f"{where}: unknown field(s) {sorted(unknown)}; a door has between, width, at, closed")
         for rn in (a, b):
             if rn not in by_name:
                 raise FloorPlanError(f"{where}: unknown room {rn!r}; rooms are {list(by_name)}")
@@ -317,7 +346,11 @@ def parse_floorplan(data: Any, source: str = "<memory>", name: str | None = None
             raise FloorPlanError(
                 f"{where}: door at {centre} (width {width}) leaves the shared wall {list(ov)}"
             )
-        door = Door(a=a, b=b, width=width, axis=axis, wall_a=wall_a, wall_b=wall_b, span=span, a_low=a_low)
+        closed = dd.get("closed", False)
+        if not isinstance(closed, bool):
+            raise FloorPlanError(f"{where}: field 'closed' must be true or false, got {closed!r}")
+        door = Door(a=a, b=b, width=width, axis=axis, wall_a=wall_a, wall_b=wall_b, span=span, a_low=a_low,
+                    closed=closed)
         if door.gap > 1e-9:
             px, pz = door.passage_rect()
             for r in rooms:

@@ -21,6 +21,11 @@ of being searched for).
   ``max_episode_steps`` if the YAML sets one, else 400; 400 steps x 0.1 s x 0.7 m/s = 28 m at most).
   Use ``gym.make(..., max_steps=N)``: gymnasium keeps ``max_episode_steps=`` of ``gym.make`` for its
   own TimeLimit wrapper, which cannot lengthen the env's own limit.
+* doors: a door the plan declares ``closed: true`` is built as a wall (no portal, no passage), so the
+  robot cannot pass and the depth camera sees it. ``set_door(a, b, closed=...)`` changes a door
+  during an episode (the static geometry is rebuilt; the robot and the goal box stay); a door does not
+  close on a robot standing in it (``set_door`` returns False). ``closed_doors`` is the current state;
+  every reset restores the plan's.
 * reset: with ``goal_room=None`` the goal room is drawn from the seed; the start pose is uniform in
   another room (or, for a single-room plan, >= 3 m from the goal point) with a random heading.
   ``reset(options={"goal_room": ..., "start_room": ..., "start_pose": (x, z, yaw)})`` overrides.
@@ -161,6 +166,7 @@ class WheeledEnv(MiniWorldEnv):
         self.min_start_distance = float(min_start_distance)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self._list_id: int | None = None
+        self.closed_doors: frozenset[frozenset[str]] = self.plan.closed_doors
         self._reset_options: dict = {}
         self.goal_room = goal_room or self.plan.rooms[0].name
         self.instruction = ""
@@ -219,6 +225,49 @@ class WheeledEnv(MiniWorldEnv):
         passage.add_portal(1, start_pos=0, end_pos=np.linalg.norm(b - a))
         passage.add_portal(3, start_pos=0, end_pos=np.linalg.norm(d - c))
 
+    def _build_rooms(self) -> None:
+        """The rooms and the open doors of the plan (``closed_doors`` stay walls) into ``self.rooms``."""
+        mw_rooms: dict[str, Room] = {}
+        for i, r in enumerate(self.plan.rooms):
+            mw_rooms[r.name] = self.add_rect_room(
+                min_x=r.x[0],
+                max_x=r.x[1],
+                min_z=r.z[0],
+                max_z=r.z[1],
+                wall_tex=_WALL_TEX[i % len(_WALL_TEX)],
+                floor_tex=_FLOOR_TEX[i % len(_FLOOR_TEX)],
+            )
+        for door in self.plan.doors:
+            if door.key not in self.closed_doors:
+                self._connect(mw_rooms, door)
+
+    def set_door(self, a: str, b: str, closed: bool = True) -> bool:
+        """Close (or open) the door between rooms ``a`` and ``b`` now, mid-episode.
+
+        Rebuilds the walls (collision segments and the static display list). Returns False, changing
+        nothing, when closing it would shut the door on the robot (it stands in the doorway).
+        A door that does not exist is a ``FloorPlanError`` naming the plan and its doors.
+        """
+        key = self.plan.door_between(a, b).key
+        before = self.closed_doors
+        after = (before | {key}) if closed else (before - {key})
+        if after == before:
+            return True
+        self.closed_doors = after
+        self._rebuild_static()
+        if closed and self.intersect(self.agent, self.agent.pos, self.agent.radius):
+            self.closed_doors = before
+            self._rebuild_static()
+            return False
+        return True
+
+    def _rebuild_static(self) -> None:
+        self.rooms = []
+        self.wall_segs = []
+        self._build_rooms()
+        self._gen_static_data()
+        self._render_static()
+
     def _sample_start(self, start_room: str, goal_xz: np.ndarray, single_room: bool) -> np.ndarray:
         r = self.plan.room(start_room)
         m = self.agent.radius + 0.2
@@ -237,18 +286,8 @@ class WheeledEnv(MiniWorldEnv):
     def _gen_world(self):
         opts = self._reset_options
         names = self.plan.room_names
-        mw_rooms: dict[str, Room] = {}
-        for i, r in enumerate(self.plan.rooms):
-            mw_rooms[r.name] = self.add_rect_room(
-                min_x=r.x[0],
-                max_x=r.x[1],
-                min_z=r.z[0],
-                max_z=r.z[1],
-                wall_tex=_WALL_TEX[i % len(_WALL_TEX)],
-                floor_tex=_FLOOR_TEX[i % len(_FLOOR_TEX)],
-            )
-        for door in self.plan.doors:
-            self._connect(mw_rooms, door)
+        self.closed_doors = self.plan.closed_doors
+        self._build_rooms()
 
         goal = opts.get("goal_room") or self.fixed_goal_room
         if goal is None:
@@ -321,6 +360,10 @@ class WheeledEnv(MiniWorldEnv):
             "depth": np.ascontiguousarray(depth),
             "state": self.last_cmd.copy(),
         }
+
+    def observe(self) -> dict[str, Any]:
+        """The observation now (a fresh render: after ``set_door`` the depth shows the change)."""
+        return self._observe()
 
     @property
     def pose(self) -> np.ndarray:

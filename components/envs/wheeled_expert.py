@@ -1,9 +1,9 @@
 """Scripted expert for the wheeled env and the waypoint labels of recorded trajectories.
 
-``WheeledExpert``: shortest path on the floor plan's room/door graph (networkx, edge weight =
-centre -> door -> centre length) -> polyline (start, then for each door a point 1 m before and 1 m
+``WheeledExpert``: shortest path on the floor plan's room/door graph through the open doors
+(networkx, edge weight = centre -> door -> centre length) -> polyline (start, then for each door a point 1 m before and 1 m
 after the doorway, then the goal point of the goal room) -> pure pursuit along the polyline
-(``components.kinematics``) giving (v, omega). It reads the floor plan and the robot pose
+(``components.kinematics.polyline_command``) giving (v, omega). It reads the floor plan and the robot pose
 (privileged for an expert, which is allowed).
 
 ``future_waypoints(poses, t, num=8, stride=1)``: the training label of the VLA's waypoint head.
@@ -19,12 +19,12 @@ import numpy as np
 
 from components.envs.experts import ExpertEpisode, stack_frames
 from components.envs.floorplan import FloorPlan
+from components.errors import UsageError
 from components.kinematics import (
     LOOKAHEAD_M,
-    TURN_GAIN,
-    TURN_IN_PLACE_RAD,
     WHEELED_BASE,
-    pure_pursuit,
+    advance_segment,
+    polyline_command,
     to_robot_frame,
     unicycle_step,
 )
@@ -70,9 +70,20 @@ def expert_waypoints(expert: "WheeledExpert", pose, dt: float, num: int = 8, str
     return future_waypoints(np.array(poses), 0, num=num, stride=stride)
 
 
-def plan_route(plan: FloorPlan, start_room: str, goal_room: str) -> list[str]:
-    """Room sequence of the shortest route (by centre -> door -> centre length)."""
-    return nx.shortest_path(plan.graph(), start_room, goal_room, weight="weight")
+def plan_route(plan: FloorPlan, start_room: str, goal_room: str, closed=None) -> list[str]:
+    """Room sequence of the shortest route (by centre -> door -> centre length) through open doors.
+
+    ``closed``: the shut doors as (a, b) pairs (None: the plan's ``closed: true`` doors; an env's
+    current state is ``WheeledEnv.closed_doors``). No open route is a ``UsageError`` naming them.
+    """
+    plan.room(start_room), plan.room(goal_room)
+    try:
+        return nx.shortest_path(plan.graph(closed), start_room, goal_room, weight="weight")
+    except nx.NetworkXNoPath:
+        shut = sorted("-".join(sorted(k)) for k in (plan.closed_doors if closed is None else map(frozenset, closed)))
+        raise UsageError(
+            f"{plan.source}: no open route from {start_room!r} to {goal_room!r}; closed doors: {shut}"
+        ) from None
 
 
 def route_points(plan: FloorPlan, rooms: Sequence[str], goal_xz, clearance: float = 1.0) -> list[np.ndarray]:
@@ -129,11 +140,12 @@ class WheeledExpert:
         u = env.unwrapped
         pose = u.pose
         start = self.plan.room_at(pose[0], pose[1]) or u.start_room
-        self.reset(pose, start, u.goal_room, u.goal_xz)
+        self.reset(pose, start, u.goal_room, u.goal_xz, closed=u.closed_doors)
 
-    def reset(self, pose, start_room: str, goal_room: str, goal_xz=None) -> None:
+    def reset(self, pose, start_room: str, goal_room: str, goal_xz=None, closed=None) -> None:
+        """Route from ``pose`` in ``start_room`` to ``goal_room`` around the ``closed`` doors (see plan_route)."""
         goal_xz = self.plan.room(goal_room).goal_point if goal_xz is None else goal_xz
-        self.rooms = plan_route(self.plan, start_room, goal_room)
+        self.rooms = plan_route(self.plan, start_room, goal_room, closed)
         pts = route_points(self.plan, self.rooms, goal_xz)
         start = np.asarray(pose[:2], dtype=np.float64)
         if len(pts) > 1 and np.linalg.norm(pts[0] - start) < 0.5:
@@ -145,33 +157,8 @@ class WheeledExpert:
 
     def act(self, pose) -> np.ndarray:
         """(v m/s, omega rad/s) float32 [2] at ``pose`` = (x, z, yaw) in MiniWorld's frame."""
-        p = np.asarray(pose[:2], dtype=np.float64)
-        # advance along the polyline: project on the current segment
-        while self.seg < len(self.path) - 2:
-            a, b = self.path[self.seg], self.path[self.seg + 1]
-            ab = b - a
-            L = np.linalg.norm(ab)
-            s = float((p - a) @ ab / L) if L > 1e-9 else L
-            if s >= L - 0.05 or np.linalg.norm(p - b) < 0.3:
-                self.seg += 1
-            else:
-                break
-        a, b = self.path[self.seg], self.path[self.seg + 1]
-        ab = b - a
-        L = float(np.linalg.norm(ab))
-        u = ab / L if L > 1e-9 else np.zeros(2)
-        s = float(np.clip((p - a) @ u, 0.0, L))
-        # pursue along this segment and the next one
-        _, alpha = pure_pursuit(self.path[self.seg:self.seg + 3], s, pose, self.lookahead, frame="xz")
-        dist_goal = float(np.linalg.norm(self.path[-1] - p))
-        w = float(np.clip(TURN_GAIN * alpha, -WHEELED_BASE.w_max, WHEELED_BASE.w_max))
-        if abs(alpha) > TURN_IN_PLACE_RAD:
-            v = 0.0  # turn in place first
-        else:
-            v = self.v_max * (1.0 - abs(alpha) / TURN_IN_PLACE_RAD) ** 0.5
-            if self.seg >= len(self.path) - 2:
-                v = min(v, max(0.15, dist_goal))
-        return np.array([v, w], dtype=np.float32)
+        self.seg = advance_segment(self.path, self.seg, np.asarray(pose[:2], dtype=np.float64))
+        return np.array(polyline_command(self.path, self.seg, pose, self.lookahead, self.v_max), dtype=np.float32)
 
     def record(self, env, seed: int, noise: float = 0.0, noise_steps: int | None = None) -> ExpertEpisode:
         """One episode of the wheeled ``env`` reset with ``seed``.

@@ -12,8 +12,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import components.envs  # noqa: F401  (registers the ids)
-from components.envs.floorplan import FloorPlanError, list_floorplans, load_floorplan
-from components.envs.wheeled_expert import WheeledExpert, future_waypoints
+from components.envs.floorplan import FLOORPLAN_DIR, FloorPlanError, list_floorplans, load_floorplan
+from components.envs.wheeled_expert import WheeledExpert, future_waypoints, plan_route
+from components.errors import UsageError
 
 SMALL = (30, 40)
 
@@ -148,3 +149,85 @@ def test_future_waypoints_straight_line():
     poses2 = np.array([[0.0, 0.0, 0.0], [1.0, -1.0, np.pi / 2]])  # -z is the robot's left at yaw 0
     wp2 = future_waypoints(poses2, t=0, num=1)
     np.testing.assert_allclose(wp2[0], [1.0, 1.0, 0.0, 1.0], atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------ closed doors
+NORTH_EAST = "{between: [north hall, east hall], width: 1.6}"
+NORTH_WEST = "{between: [west hall, north hall], width: 1.6}"
+
+
+def _loop_with_closed(tmp_path, door: str):
+    """configs/floorplans/loop.yaml with ``door`` (its YAML line) closed."""
+    text = (FLOORPLAN_DIR / "loop.yaml").read_text()
+    assert door in text
+    return _write(tmp_path, text.replace(door, door[:-1] + ", closed: true}"))
+
+
+def test_closed_door_blocks_passage_and_set_door_reopens_it(tmp_path):
+    env = gym.make("vla_stack/Wheeled-v0", floorplan=_loop_with_closed(tmp_path, NORTH_EAST), image_size=SMALL)
+    u = env.unwrapped
+    assert u.closed_doors == {frozenset({"north hall", "east hall"})}
+    assert not u.plan.graph().has_edge("north hall", "east hall")
+    facing_door = {"start_pose": (13.0, 0.8, -np.pi / 2), "goal_room": "south hall"}  # door at z = 2, heading +z
+    obs, _ = env.reset(seed=0, options=facing_door)
+    assert obs["depth"][SMALL[0] // 2, SMALL[1] // 2] < 1.3  # the camera sees the door 1.2 m ahead
+    collided = []
+    for _ in range(40):  # push at it at full speed
+        obs, _, _, _, info = env.step(np.array([0.7, 0.0], dtype=np.float32))
+        collided.append(info["collided"])
+    assert info["pose"][1] < 2.0 - 0.4 + 0.05 and info["room"] == "north hall" and sum(collided) > 25  # radius 0.4
+    assert u.set_door("north hall", "east hall", closed=False) and u.closed_doors == frozenset()
+    for _ in range(40):
+        obs, _, _, _, info = env.step(np.array([0.7, 0.0], dtype=np.float32))
+    assert info["room"] == "east hall" and info["pose"][1] > 3.0
+    env.reset(seed=0, options=facing_door)  # a reset restores the plan's doors
+    assert u.closed_doors == {frozenset({"north hall", "east hall"})}
+    env.close()
+
+
+def test_door_does_not_close_on_the_robot():
+    env = gym.make("vla_stack/Wheeled-v0", floorplan="loop", image_size=SMALL)
+    u = env.unwrapped
+    env.reset(seed=0, options={"start_pose": (13.0, 2.0, -np.pi / 2), "goal_room": "south hall"})  # in the doorway
+    assert not u.set_door("north hall", "east hall", closed=True) and u.closed_doors == frozenset()
+    with pytest.raises(FloorPlanError, match=r"loop\.yaml: no door between 'office' and 'courtyard'; doors are"):
+        u.set_door("office", "courtyard")
+    with pytest.raises(FloorPlanError, match=r"unknown room 'garage'"):
+        u.set_door("garage", "office")
+    env.close()
+
+
+def test_expert_routes_around_a_closed_door(tmp_path):
+    for door, avoided, taken in ((NORTH_EAST, "east hall", "west hall"), (NORTH_WEST, "west hall", "east hall")):
+        plan = load_floorplan(_loop_with_closed(tmp_path, door))
+        assert plan_route(plan, "office", "store room") == ["office", "north hall", taken, "south hall", "store room"]
+    plan = load_floorplan(_loop_with_closed(tmp_path, NORTH_EAST))
+    # closing the door of an env's episode is the same as closing it in the YAML
+    assert plan_route(load_floorplan("loop"), "office", "store room", closed=[("east hall", "north hall")]) == \
+        plan_route(plan, "office", "store room")
+    env = gym.make("vla_stack/Wheeled-v0", floorplan=plan, image_size=SMALL, start_room="north hall",
+                   goal_room="south hall")
+    episode = WheeledExpert(plan).record(env, seed=1)
+    rooms = {plan.room_at(x, z) for x, z, _ in episode.frames["pose"]}
+    assert episode.success and "west hall" in rooms and "east hall" not in rooms
+    env.close()
+
+
+def test_no_open_route_is_a_usage_error():
+    plan = load_floorplan("loop")
+    with pytest.raises(UsageError, match=r"no open route from 'office' to 'courtyard'; closed doors: \['north hall-office'\]"):
+        plan_route(plan, "office", "courtyard", closed=[("office", "north hall")])
+
+
+def test_validation_closed_field(tmp_path):
+    head = "rooms:\n  - {name: a, x: [0, 6], z: [0, 5]}\n  - {name: b, x: [6, 9], z: [0, 5]}\n"
+    p = _write(tmp_path, head + "doors:\n  - {between: [a, b], width: 1.2, closed: 'yes please'}\n")
+    with pytest.raises(FloorPlanError, match=r"plan\.yaml: doors\[0\] between 'a' and 'b': field 'closed' must be true or false"):
+        load_floorplan(p)
+    p = _write(tmp_path, head + "doors:\n  - {between: [a, b], width: 1.2, shut: true}\n")
+    with pytest.raises(FloorPlanError, match=r"doors\[0\] between 'a' and 'b': unknown field\(s\) \['shut'\]"):
+        load_floorplan(p)
+    p = _write(tmp_path, head + "doors:\n  - {between: [a, b], width: 1.2, closed: true}\n")
+    plan = load_floorplan(p)
+    assert plan.doors[0].closed and plan.closed_doors == {frozenset({"a", "b"})}
+    assert plan.graph().number_of_edges() == 0 and plan.graph(closed=[]).number_of_edges() == 1
