@@ -48,6 +48,7 @@ class MapConfig:
     clearance_m: float = 0.35      # nodes and edges keep this far from obstacles (the robot: radius 0.4, slides along walls)
     node_spacing_m: float = 0.5    # one node per block of this size (at its most open free cell)
     edge_max_m: float = 1.2        # nodes closer than this are joined when the straight edge is free
+    pull_clearance_m: float = 0.6  # subgoals skip nodes only along lines this far from obstacles
     close_cells: int = 3           # morphological closing of the seen floor (fills sparse far-floor speckle)
 
 
@@ -64,7 +65,7 @@ class Tour:
 
 
 def record_tour(env, seed: int = 0, every: int = 2, spin_steps: int | None = None,
-                max_steps_per_room: int = 400) -> Tour:
+                max_steps_per_room: int = 2000) -> Tour:
     """Drive a wheeled env through every room (breadth-first over the plan's doors, the scripted
     expert's pure pursuit between rooms) and turn a full circle in each, recording depth and poses."""
     from components.envs.wheeled_expert import WheeledExpert
@@ -313,11 +314,13 @@ class NavMap:
         """The place a goal text names: "go to the kitchen", "Kitchen", "the archive room", "kitchen please"."""
         return resolve_place(text, self.places)
 
-    def nearest_node(self, xz, free_line: bool = True) -> int:
-        """The nearest node, preferring one reachable from ``xz`` by a straight free line."""
-        if not self.graph.number_of_nodes():
-            raise NoRouteError("the map has no nodes (was the tour recorded in this building?)")
-        nodes = list(self.graph.nodes)
+    def nearest_node(self, xz, free_line: bool = True, graph: nx.Graph | None = None) -> int:
+        """The nearest node of ``graph`` (default the map's) with an edge left, preferring one reachable
+        from ``xz`` by a straight free line."""
+        graph = self.graph if graph is None else graph
+        nodes = [n for n in graph.nodes if graph.degree(n) > 0]
+        if not nodes:
+            raise NoRouteError("the map has no connected nodes (was the tour recorded in this building?)")
         pts = np.array([self.xz(n) for n in nodes])
         order = np.argsort(np.linalg.norm(pts - np.asarray(xz)[:2], axis=1))
         if free_line:
@@ -337,10 +340,10 @@ class NavMap:
         """A* (Euclidean heuristic) from the node nearest ``start_xz`` to ``place``, avoiding ``blocked``
         edges; subgoals are the route's nodes with line-of-sight shortcuts, ending at the place's goal point."""
         goal = self.goal_node(place)
-        start = self.nearest_node(start_xz)
         g = self.graph
         if blocked:
             g = nx.restricted_view(self.graph, [], [e for e in blocked] + [(b, a) for a, b in blocked])
+        start = self.nearest_node(start_xz, graph=g)
         try:
             nodes = nx.astar_path(g, start, goal, heuristic=lambda a, b: float(np.linalg.norm(self.xz(a) - self.xz(b))),
                                   weight="length")
@@ -356,7 +359,7 @@ class NavMap:
             if self.grid.line_free(pts[-1], end, self.config.clearance_m * 0.5):
                 pts.append(end)
         out, here, k = [], np.asarray(start_xz, dtype=np.float64)[:2], 0
-        clear = self.config.clearance_m
+        clear = self.config.pull_clearance_m
         while k < len(pts):  # farthest point still in line of sight (string pulling)
             far = k
             for m in range(len(pts) - 1, k, -1):

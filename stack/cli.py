@@ -89,13 +89,14 @@ def commands() -> dict:
     from stack import bench, commands as c
     from stack.ablate import ablate
     from stack.collect import collect
+    from stack.nav import map as map_building, nav, route
     from stack.runner import run
     from stack.serve import serve
     return {**{name: _listed_only(name, summary) for name, summary in LIGHTNING_COMMANDS.items()},
             "demo": c.demo, "train_demo": c.train_demo, "collect": collect, "run": run, "ablate": ablate,
             "serve": serve, "synth": c.synth,
             "stats": c.stats, "sample": c.sample, "export": c.export,
-            "eval-world-model": c.eval_world_model,
+            "eval-world-model": c.eval_world_model, "map": map_building, "route": route, "nav": nav,
             "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency, "serve": bench.bench_serve,
                       "decide": bench.bench_decide}}
 
