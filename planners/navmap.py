@@ -345,8 +345,7 @@ class NavMap:
             g = nx.restricted_view(self.graph, [], [e for e in blocked] + [(b, a) for a, b in blocked])
         start = self.nearest_node(start_xz, graph=g)
         try:
-            nodes = nx.astar_path(g, start, goal, heuristic=lambda a, b: float(np.linalg.norm(self.xz(a) - self.xz(b))),
-                                  weight="length")
+            nodes = self.astar(start, goal, g)
         except nx.NetworkXNoPath:
             why = "every route there is blocked" if blocked else "no edge of the map leads there"
             raise NoRouteError(f"no route to {place!r}: {why} ({len(blocked or ())} blocked edge(s))") from None
@@ -369,6 +368,13 @@ class NavMap:
             out.append(pts[far])
             here, k = pts[far], far + 1
         return out
+
+    def astar(self, a: int, b: int, graph: nx.Graph | None = None) -> list[int]:
+        """A* over ``graph`` (default the map's) by edge length with the Euclidean heuristic."""
+        pos = {n: (d["x"], d["z"]) for n, d in self.graph.nodes(data=True)}
+        gx, gz = pos[b]
+        return nx.astar_path(self.graph if graph is None else graph, a, b, weight="length",
+                             heuristic=lambda u, _: math.hypot(pos[u][0] - gx, pos[u][1] - gz))
 
     def length(self, nodes: list[int]) -> float:
         return float(sum(np.linalg.norm(self.xz(a) - self.xz(b)) for a, b in zip(nodes, nodes[1:])))
@@ -483,7 +489,7 @@ def resolve_place(text: str, places: Sequence[str], aliases: dict[str, str] | No
     close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.8)
     if close:
         return candidates[close[0]]
-    raise UnknownPlaceError(f"unknown place {text!r}: the map knows {sorted(places)}")
+    raise UnknownPlaceError(f"unknown place {text!r}; known places: {sorted(places)}")
 
 
 def load_labels(path: str | Path):

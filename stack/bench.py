@@ -547,3 +547,52 @@ def _decide_table(result: dict) -> str:
                      f"| {ms(r['policy_ms'], 'p50')} | {ms(r['imagine_ms'], 'p50')} | {ms(r['score_ms'], 'p50')} "
                      f"| {r['rtf']['p50']:.3f} | {r['rtf']['p95']:.3f} | {over_k1} | {r['over_baseline']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def bench_route(side: int = 100, queries: int = 50, floorplans: list[str] | None = None, seed: int = 0,
+                json: str | None = None) -> dict:
+    """Route planning on a ``side`` x ``side`` lattice graph (10,000 nodes by default): A* p50/p95 ms over
+    random start/goal pairs; and the mapping time (tour + open3d + grid + graph) of each floor plan.
+
+    Args:
+        side: the lattice is side x side nodes.
+        queries: routes timed.
+        floorplans: floor plans whose mapping time is measured (default: three_rooms, house).
+        seed: seed of the start/goal pairs and the tours.
+        json: also write the result here.
+    """
+    import time as _time
+
+    import numpy as np
+
+    from planners.navmap import lattice_map
+    from stack.nav import _env, _plan
+    from stack.results import latency_summary, write_json
+
+    m = lattice_map(side)
+    rng = np.random.default_rng(seed)
+    nodes = list(m.graph.nodes)
+    times = []
+    for _ in range(queries):
+        a, b = (nodes[i] for i in rng.choice(len(nodes), 2, replace=False))
+        t0 = _time.perf_counter()
+        m.astar(a, b)
+        times.append((_time.perf_counter() - t0) * 1e3)
+    result = {"graph_nodes": m.graph.number_of_nodes(), "graph_edges": m.graph.number_of_edges(),
+              "route_ms": latency_summary(times), "queries": queries, "mapping": []}
+    print(f"A* on {result['graph_nodes']} nodes / {result['graph_edges']} edges: p50 {result['route_ms']['p50']:.1f} ms, "
+          f"p95 {result['route_ms']['p95']:.1f} ms ({queries} routes)")
+    from planners.navmap import build_map
+    for fp in floorplans or ["three_rooms", "house"]:
+        env = _env(_plan(fp))
+        try:
+            nm = build_map(env, seed=seed)
+        finally:
+            env.close()
+        row = {"floorplan": fp, "mapping_s": nm.mapping_s, "nodes": nm.graph.number_of_nodes(),
+               "edges": nm.graph.number_of_edges(), "places": len(nm.places)}
+        result["mapping"].append(row)
+        print(f"map {fp}: {row['mapping_s']:.1f} s, {row['nodes']} nodes, {row['edges']} edges, {row['places']} places")
+    if json:
+        write_json(result, json)
+    return result

@@ -98,7 +98,7 @@ def commands() -> dict:
             "stats": c.stats, "sample": c.sample, "export": c.export,
             "eval-world-model": c.eval_world_model, "map": map_building, "route": route, "nav": nav,
             "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency, "serve": bench.bench_serve,
-                      "decide": bench.bench_decide}}
+                      "decide": bench.bench_decide, "route": bench.bench_route}}
 
 
 def dispatch(argv: list[str]) -> None:

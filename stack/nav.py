@@ -230,13 +230,14 @@ def nav(floorplan: str, goal: str, map: str | None = None, policy: str | None = 
     pol = None
     if mode in ("graph+vla", "vla"):
         pol = _wheeled_policy(policy, mode)
-    if mode == "vla":
-        from planners.navmap import resolve_place
-        place = resolve_place(goal, plan.room_names, {r.text: r.name for r in plan.rooms})
-        m = None
-    else:
+    from planners.navmap import NoRouteError, resolve_place
+    place = resolve_place(goal, plan.room_names, {r.text: r.name for r in plan.rooms})
+    m = None
+    if mode != "vla":
         m, _ = _load_or_build(plan, map, map_seed)
-        place = m.resolve_place(goal)
+        if place not in m.places:
+            raise NoRouteError(f"no route to {place!r}: the map of {plan.name} has no node in it (no open door "
+                               f"leads there, or the tour could not enter it); mapped places: {m.places}")
     records = []
     writer = None
     if video:

@@ -50,6 +50,21 @@ CASES = [
      r"bad_json/config.json: cannot read the model configuration \(JSONDecodeError"),
     ("run-zero-episodes", ["run", "--env", FETCH, "--policy", "{ckpt}", "--episodes", "0"],
      r"--episodes must be >= 1, got 0"),
+    ("nav-unknown-place", ["nav", "--floorplan", "three_rooms", "--goal", "the kitchen"],
+     r"unknown place 'the kitchen'; known places: \['blue room', 'green room', 'red room'\]"),
+    ("nav-invalid-floor-plan", ["nav", "--floorplan", "{bad_floorplan}", "--goal", "a"], r"bad_plan.yaml: invalid YAML"),
+    ("nav-unreachable-place", ["nav", "--floorplan", "{shut_floorplan}", "--goal", "the vault"],
+     r"no route to 'vault': the map of shut has no node in it \(no open door leads there"),
+    ("nav-unreadable-map", ["nav", "--floorplan", "three_rooms", "--goal", "blue room", "--map", "{bad_map}"],
+     r"bad_map/graph.json: not valid JSON"),
+    ("nav-unknown-mode", ["nav", "--floorplan", "three_rooms", "--goal", "blue room", "--mode", "fly"],
+     r"--mode: expected one of \['graph\+follower', 'graph\+vla', 'vla'\], got 'fly'"),
+    ("nav-bad-scenario", ["nav", "--floorplan", "three_rooms", "--goal", "blue room", "--scenario", "red room-attic@5"],
+     r"attic"),
+    ("route-missing-map", ["route", "--map", "{tmp}/no_map", "--goal", "kitchen"],
+     r"map directory '.*no_map' does not exist"),
+    ("map-unknown-floor-plan", ["map", "--floorplan", "nope", "--out", "{tmp}/m"],
+     r"unknown floor plan 'nope'"),
     ("run-num-envs-with-video", ["run", "--env", FETCH, "--policy", "{ckpt}", "--episodes", "2", "--num_envs", "2",
                                  "--video", "{tmp}/v.mp4"],
      r"--num_envs > 1 evaluates the plain VLA with a local --policy"),
@@ -226,6 +241,12 @@ def inputs(tiny_checkpoint, synthetic_stores, tmp_path_factory) -> dict[str, str
     (root / "empty").mkdir()
     (root / "a_file.txt").write_text("not a directory\n")
     (root / "bad_plan.yaml").write_text("rooms: [{name: a, x: [0, 4]\n")
+    (root / "shut.yaml").write_text("name: shut\nrooms:\n  - {name: hall, x: [0, 6], z: [0, 5]}\n"
+                                    "  - {name: vault, x: [6, 10], z: [0, 5]}\n"
+                                    "doors:\n  - {between: [hall, vault], width: 1.2, closed: true}\n")
+    (root / "bad_map").mkdir()
+    (root / "bad_map" / "graph.json").write_text("{not json")
+    (root / "bad_map" / "grid.npz").write_bytes(b"")
 
     fetch = Embodiments.from_config_dir(["fetch"])["fetch"]
     make_synthetic_store(root / "damaged_actions.zarr", fetch, episodes=3, steps=50, seed=0)
@@ -237,6 +258,7 @@ def inputs(tiny_checkpoint, synthetic_stores, tmp_path_factory) -> dict[str, str
              "no_weights", "empty"]
     return {"tmp": str(root), "ckpt": tiny_checkpoint, **{n: str(root / n) for n in names},
             "a_file": str(root / "a_file.txt"), "bad_floorplan": str(root / "bad_plan.yaml"),
+            "shut_floorplan": str(root / "shut.yaml"), "bad_map": str(root / "bad_map"),
             "damaged_actions": str(root / "damaged_actions.zarr"),
             "damaged_images": str(root / "damaged_images.zarr"), "fetch_store": str(root / "fetch_copy.zarr")}
 
