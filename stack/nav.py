@@ -204,7 +204,8 @@ def nav(floorplan: str, goal: str, map: str | None = None, policy: str | None = 
 
     Args:
         floorplan: a floor-plan YAML (any path of the schema) or the name of one under configs/floorplans.
-        goal: the goal in words ("go to the kitchen", "Kitchen", "the archive room").
+        goal: the goal in words ("go to the kitchen", "Kitchen", "the archive room"), or "*": episode i
+            goes to the plan's room i mod N (an evaluation over every room).
         map: a map directory: loaded if it exists, else made and saved there (default: made, not saved).
         policy: checkpoint directory (modes graph+vla and vla).
         mode: graph+follower (the route's subgoals by pure pursuit, no VLA), graph+vla (the VLA predicts
@@ -231,13 +232,18 @@ def nav(floorplan: str, goal: str, map: str | None = None, policy: str | None = 
     if mode in ("graph+vla", "vla"):
         pol = _wheeled_policy(policy, mode)
     from planners.navmap import NoRouteError, resolve_place
-    place = resolve_place(goal, plan.room_names, {r.text: r.name for r in plan.rooms})
+    if goal.strip() == "*":  # every room in turn: episode i goes to room i mod N (an evaluation sweep)
+        places = [plan.room_names[i % len(plan.room_names)] for i in range(episodes)]
+    else:
+        places = [resolve_place(goal, plan.room_names, {r.text: r.name for r in plan.rooms})] * episodes
     m = None
     if mode != "vla":
         m, _ = _load_or_build(plan, map, map_seed)
-        if place not in m.places:
-            raise NoRouteError(f"no route to {place!r}: the map of {plan.name} has no node in it (no open door "
-                               f"leads there, or the tour could not enter it); mapped places: {m.places}")
+        for place in dict.fromkeys(places):
+            if place not in m.places:
+                raise NoRouteError(f"no route to {place!r}: the map of {plan.name} has no node in it (no open "
+                                   f"door leads there, or the tour could not enter it); mapped places: {m.places}")
+    place = places[0] if len(set(places)) == 1 else "*"
     records = []
     writer = None
     if video:
@@ -245,7 +251,7 @@ def nav(floorplan: str, goal: str, map: str | None = None, policy: str | None = 
         writer = VideoWriter(video, fps=10)
     try:
         for i in range(episodes):
-            records.append(_episode(plan, m, place, mode, pol, seed + i, sc, max_steps,
+            records.append(_episode(plan, m, places[i], mode, pol, seed + i, sc, max_steps,
                                     writer if i == 0 else None))
     finally:
         if writer is not None:
@@ -348,7 +354,7 @@ def _episode(plan, m, place, mode, pol, seed, sc, max_steps, writer) -> dict:
         shortest = geodesic_length(plan, start[:2], success_region(plan, u))
         oracle = bool(np.min(np.linalg.norm(poses[:, :2] - goal, axis=1)) <= u.success_radius) or bool(success)
         spl = float(success) * shortest / max(length, shortest, 1e-9)
-        return {"seed": seed, "success": bool(success), "oracle_success": oracle, "spl": spl, "steps": int(steps),
+        return {"seed": seed, "goal": place, "success": bool(success), "oracle_success": oracle, "spl": spl, "steps": int(steps),
                 "end": status, "collisions": trace.collisions, "path_length_m": length,
                 "shortest_path_length_m": shortest, "replans": replans, "blocked": history,
                 "start": [float(v) for v in start], "start_room": plan.room_at(start[0], start[1])}
