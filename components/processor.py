@@ -20,6 +20,13 @@ from components.normalization import NormStats, load_stats, save_stats
 IMAGE_MARK = "<|image_pad|>"
 
 
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` uint8 [H, W, 3] at ``height`` x ``width`` (bilinear; unchanged when already that size)."""
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
 class VLAProcessor:
     def __init__(self, tokenizer, image_processor, embodiments: Embodiments,
                  norm_stats: dict[str, dict[str, NormStats]] | None, image_size: tuple[int, int]):
@@ -53,10 +60,7 @@ class VLAProcessor:
         return self.norm_stats[embodiment]
 
     def resize(self, image: np.ndarray) -> np.ndarray:
-        h, w = self.image_size
-        if image.shape[:2] == (h, w):
-            return image
-        return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        return resize_image(image, *self.image_size)
 
     def encode_observation(self, images: dict[str, np.ndarray], state: np.ndarray | None,
                            instruction: str, embodiment: str) -> dict:

@@ -89,11 +89,12 @@ def commands() -> dict:
     from stack import bench, commands as c
     from stack.ablate import ablate
     from stack.collect import collect
+    from stack.lerobot_import import import_lerobot
     from stack.nav import map as map_building, nav, route
     from stack.runner import run
     from stack.serve import serve
     return {**{name: _listed_only(name, summary) for name, summary in LIGHTNING_COMMANDS.items()},
-            "demo": c.demo, "train_demo": c.train_demo, "collect": collect, "run": run, "ablate": ablate,
+            "demo": c.demo, "train_demo": c.train_demo, "collect": collect, "import-lerobot": import_lerobot, "run": run, "ablate": ablate,
             "serve": serve, "synth": c.synth,
             "stats": c.stats, "sample": c.sample, "export": c.export,
             "eval-world-model": c.eval_world_model, "map": map_building, "route": route, "nav": nav,

@@ -31,6 +31,9 @@ ENV.pop("VLA_STACK_DEBUG", None)
 
 FIT = ["fit", "--config", str(TRAIN_CONFIG), "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
        "--data.num_workers=0", "--data.batch_size=2", "--trainer.enable_progress_bar=false"]
+LEROBOT = REPO / "tests" / "fixtures" / "lerobot_aloha"
+LEROBOT_MAP = REPO / "tests" / "fixtures" / "lerobot_aloha_map.yaml"
+IMPORT = ["import-lerobot", "--dataset", str(LEROBOT), "--embodiment", "aloha", "--out", "{tmp}/l.zarr", "--map"]
 DATASETS = "--data.datasets=[{{\"path\": \"{store}\"}}]"
 
 # (id, arguments of vla-stack with {placeholders} from the `inputs` fixture, what stderr must say)
@@ -180,6 +183,21 @@ CASES = [
                                     "--env_kwargs", "{{max_episode_steps: 1}}", "--max_discarded", "0"],
      r"discarded 1 seed\(s\) \[0\] \(expert failed.*raise --max_discarded to go on\); the 0 whole episode\(s\) in "
      r".*c.zarr are kept"),
+    # import-lerobot (tests/fixtures/lerobot_aloha, written by LeRobot's own writer)
+    ("import-lerobot-unknown-feature", [*IMPORT, "{lerobot_map_unknown_feature}"],
+     r"--map: 'action' names feature 'actions', which .*lerobot_aloha does not have; its features are \[.*'action'"),
+    ("import-lerobot-width-mismatch", [*IMPORT, "{lerobot_map_width}"],
+     r"'action'.index has 4 entries but embodiment 'aloha' declares 14 action slots"),
+    ("import-lerobot-out-of-range", [*IMPORT, "{lerobot_map_reversed}"],
+     r"episode 1 feature 'action': 'action' value .* in slot 'left_gripper' is outside the range \[-0.2, 1.2\]"),
+    ("import-lerobot-wrong-camera", [*IMPORT, "{lerobot_map_camera}"],
+     r"embodiment 'aloha' has cameras \['top'\]; the map misses \['top'\] and names unknown camera\(s\) \['front'\]"),
+    ("import-lerobot-old-version", ["import-lerobot", "--dataset", "{lerobot_v21}", "--embodiment", "aloha",
+                                    "--out", "{tmp}/l.zarr", "--map", str(LEROBOT_MAP)],
+     r"info.json: codebase_version v2.1; import-lerobot reads LeRobot v3.x datasets"),
+    ("import-lerobot-not-a-dataset", ["import-lerobot", "--dataset", "{empty}", "--embodiment", "aloha",
+                                      "--out", "{tmp}/l.zarr", "--map", str(LEROBOT_MAP)],
+     r"--dataset: .*empty is not a LeRobot dataset \(no meta/info.json\)"),
     # fit
     ("fit-world-model-missing-store", ["fit", "--config", str(REPO / "configs/train/world_model_tiny.yaml"),
                                        "--data.init_args.datasets=[{tmp}/nowhere.zarr]", "--trainer.max_steps=1"],
@@ -254,13 +272,25 @@ def inputs(tiny_checkpoint, synthetic_stores, tmp_path_factory) -> dict[str, str
     make_synthetic_store(root / "damaged_images.zarr", fetch, episodes=2, steps=10, seed=0)
     damage_chunk(root / "damaged_images.zarr/data/images/front/c/0/0/0/0")
     shutil.copytree(synthetic_stores["fetch"], root / "fetch_copy.zarr")
+    lerobot_maps = {"unknown_feature": {"action": "actions"},
+                    "width": {"action": {"source": "action", "index": [0, 1, 2, 3]}},
+                    "reversed": {"action": {"source": "action", "slots": [
+                        s.name for s in Embodiments.from_config_dir(["aloha"])["aloha"].action_slots][::-1]}},
+                    "camera": {"cameras": {"front": "observation.images.top"}}}
+    for name, entries in lerobot_maps.items():
+        (root / f"lerobot_map_{name}.yaml").write_text(yaml.safe_dump({**yaml.safe_load(LEROBOT_MAP.read_text()),
+                                                                        **entries}))
+    old = Path(shutil.copytree(LEROBOT, root / "lerobot_v21"))
+    info = json.loads((old / "meta/info.json").read_text())
+    (old / "meta/info.json").write_text(json.dumps({**info, "codebase_version": "v2.1"}))
     names = ["truncated", "edited_stats", "bad_json", "config_no_vla", "no_tokenizer", "bad_embodiments",
              "no_weights", "empty"]
     return {"tmp": str(root), "ckpt": tiny_checkpoint, **{n: str(root / n) for n in names},
             "a_file": str(root / "a_file.txt"), "bad_floorplan": str(root / "bad_plan.yaml"),
             "shut_floorplan": str(root / "shut.yaml"), "bad_map": str(root / "bad_map"),
             "damaged_actions": str(root / "damaged_actions.zarr"),
-            "damaged_images": str(root / "damaged_images.zarr"), "fetch_store": str(root / "fetch_copy.zarr")}
+            "damaged_images": str(root / "damaged_images.zarr"), "fetch_store": str(root / "fetch_copy.zarr"),
+            "lerobot_v21": str(old), **{f"lerobot_map_{n}": str(root / f"lerobot_map_{n}.yaml") for n in lerobot_maps}}
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +310,8 @@ def outcomes(request, inputs) -> dict[str, subprocess.CompletedProcess]:
 
 def test_corpus_covers_every_command():
     commands = {args[0] for _, args, _ in CASES}
-    assert len(CASES) >= 25 and {"run", "collect", "fit", "stats", "export", "sample", "serve", "eval-world-model"} <= commands
+    assert len(CASES) >= 25 and {"run", "collect", "fit", "stats", "export", "sample", "serve", "eval-world-model",
+                                   "import-lerobot", "nav", "route", "map"} <= commands
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -323,7 +354,8 @@ def test_help_lists_every_command():
     assert result.returncode == 0
     listed = re.search(r"\{([a-z_,-]+)\}", result.stdout).group(1).split(",")
     assert {"fit", "validate", "test", "predict", "run", "collect", "stats", "sample", "export", "demo",
-            "synth", "bench", "ablate", "serve", "eval-world-model"} <= set(listed)
+            "synth", "bench", "ablate", "serve", "eval-world-model", "import-lerobot", "nav", "route",
+            "map"} <= set(listed)
 
 
 # ---- kill -9 --------------------------------------------------------------------------------------
