@@ -9,8 +9,14 @@ from stack.commands import DEFAULT_POLICY, demo
 
 def test_demo_runs_every_task_and_writes_videos_and_results(tiny_checkpoint, tmp_path):
     results = demo(episodes=1, out_dir=str(tmp_path), policy=tiny_checkpoint, max_steps=60)
-    assert set(results) == {"vla_stack/FetchReach-v0", "vla_stack/WheeledHallway-v0", "vla_stack/AlohaTransferCube-v0"}
+    assert set(results) == {"vla_stack/FetchReach-v0", "vla_stack/WheeledHallway-v0", "vla_stack/AlohaTransferCube-v0",
+                            "nav three_rooms"}
+    nav = json.loads((tmp_path / "nav_three_rooms.json").read_text())
+    assert nav["episodes"] == 1 and nav["place"] == "blue room" and nav["per_episode"][0]["steps"] <= 60
+    assert (tmp_path / "nav_three_rooms.mp4").stat().st_size > 0
     for env, result in results.items():
+        if env.startswith("nav "):
+            continue
         name = env.split("/")[1].removesuffix("-v0")
         saved = json.loads((tmp_path / f"{name}.json").read_text())
         assert saved["episodes"] == 1 and saved["seeds"] == [1000]
