@@ -244,6 +244,7 @@ class NavMap:
     source: str = ""               # the floor plan (or label file) the places come from
     goals: dict[str, list[float]] = field(default_factory=dict)  # place -> goal point (x, z)
     mapping_s: float = 0.0
+    _pos: dict = field(default_factory=dict, repr=False)
 
     @property
     def places(self) -> list[str]:
@@ -371,7 +372,9 @@ class NavMap:
 
     def astar(self, a: int, b: int, graph: nx.Graph | None = None) -> list[int]:
         """A* over ``graph`` (default the map's) by edge length with the Euclidean heuristic."""
-        pos = {n: (d["x"], d["z"]) for n, d in self.graph.nodes(data=True)}
+        if len(self._pos) != self.graph.number_of_nodes():  # node positions never change once built
+            self._pos = {n: (d["x"], d["z"]) for n, d in self.graph.nodes(data=True)}
+        pos = self._pos
         gx, gz = pos[b]
         return nx.astar_path(self.graph if graph is None else graph, a, b, weight="length",
                              heuristic=lambda u, _: math.hypot(pos[u][0] - gx, pos[u][1] - gz))
