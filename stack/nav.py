@@ -249,11 +249,16 @@ def nav(floorplan: str, goal: str, map: str | None = None, policy: str | None = 
     if video:
         from stack.results import VideoWriter
         writer = VideoWriter(video, fps=10)
+    from tqdm import tqdm
+    bar = tqdm(range(episodes), desc=f"nav {plan.name} ({mode})", unit="ep", dynamic_ncols=True)
     try:
-        for i in range(episodes):
+        for i in bar:
             records.append(_episode(plan, m, places[i], mode, pol, seed + i, sc, max_steps,
                                     writer if i == 0 else None))
+            k = sum(r["success"] for r in records)
+            bar.set_postfix_str(f"success {k}/{len(records)}")
     finally:
+        bar.close()
         if writer is not None:
             writer.close()
     k = sum(r["success"] for r in records)
