@@ -102,8 +102,20 @@ def commands() -> dict:
                       "decide": bench.bench_decide, "route": bench.bench_route}}
 
 
+#: commands whose first positional argument stands for an option (``import-lerobot DIR`` = ``--dataset DIR``)
+POSITIONAL = {"import-lerobot": "--dataset"}
+
+
+def with_positional(argv: list[str]) -> list[str]:
+    """``COMMAND VALUE ...`` → ``COMMAND --option VALUE ...`` for the commands in :data:`POSITIONAL`."""
+    if len(argv) > 1 and argv[0] in POSITIONAL and not argv[1].startswith("-"):
+        return [argv[0], POSITIONAL[argv[0]], *argv[1:]]
+    return argv
+
+
 def dispatch(argv: list[str]) -> None:
     """Run the command that ``argv`` names (no error handling: :func:`main` does that)."""
+    argv = with_positional(argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
         lightning_main(argv)
         return
@@ -116,7 +128,7 @@ def dispatch(argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    argv = [a for a in argv if a != DEBUG_FLAG]
+    argv = with_positional([a for a in argv if a != DEBUG_FLAG])
     words = [] if not argv else argv[:next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))]
     where = " ".join(["vla-stack", *words])
     from components.errors import VLAStackError

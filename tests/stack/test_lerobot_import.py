@@ -140,3 +140,58 @@ def test_bad_inputs_are_clear_errors_and_leave_nothing(tmp_path):
     out.mkdir()
     with pytest.raises(UsageError, match=r"--out: .*out.zarr already exists"):
         import_lerobot(str(FIXTURE), "aloha", str(MAP), str(out))
+
+
+def half_size_copy(root: Path) -> Path:
+    """The fixture with its video re-encoded at 120x160 (same frames and timestamps; info.json updated)."""
+    from fractions import Fraction
+    dataset = Path(shutil.copytree(FIXTURE, root / "half"))
+    path = dataset / VIDEO.relative_to(FIXTURE)
+    with av.open(str(VIDEO)) as source:
+        frames = [(f.pts, f.to_image().resize((160, 120))) for f in source.decode(video=0)]
+        time_base = source.streams.video[0].time_base
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=50)
+        stream.width, stream.height, stream.pix_fmt, stream.time_base = 160, 120, "yuv420p", Fraction(time_base)
+        for pts, image in frames:
+            frame = av.VideoFrame.from_image(image)
+            frame.pts, frame.time_base = pts, Fraction(time_base)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    info = json.loads((dataset / "meta/info.json").read_text())
+    info["features"]["observation.images.top"]["shape"] = [120, 160, 3]
+    (dataset / "meta/info.json").write_text(json.dumps(info))
+    return dataset
+
+
+def test_resize_true_resizes_a_smaller_video_to_the_camera(tmp_path):
+    """A 120x160 video for the 240x320 camera is an error naming the feature, unless the map says `resize: true`."""
+    from components.processor import resize_image
+    dataset = half_size_copy(tmp_path)
+    with pytest.raises(EmbodimentError, match=r"feature 'observation.images.top' is 120x160 but camera 'top' .* "
+                                              r"240x320; set `resize: true`"):
+        import_lerobot(str(dataset), "aloha", str(MAP), str(tmp_path / "refused.zarr"))
+    assert not (tmp_path / "refused.zarr").exists()
+    mapping = write_map(tmp_path / "resize.yaml", cameras={"top": {"source": "observation.images.top", "resize": True}})
+    import_lerobot(str(dataset), "aloha", mapping, str(tmp_path / "resized.zarr"))
+    store = EpisodeStore.open(tmp_path / "resized.zarr")
+    with av.open(str(dataset / VIDEO.relative_to(FIXTURE))) as container:
+        small = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    images = np.concatenate([store.get_episode(e)["images"]["top"] for e in range(3)])
+    assert images.shape == (42, 240, 320, 3)
+    np.testing.assert_array_equal(images, np.stack([resize_image(f, 240, 320) for f in small]))
+
+
+def test_dataset_directory_may_be_positional(tmp_path):
+    """`vla-stack import-lerobot DIR ...` (the issue's form) is `--dataset DIR`; errors name the command, not DIR."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "p.zarr"
+    run = subprocess.run([sys.executable, "-m", "stack.cli", "import-lerobot", str(FIXTURE), "--embodiment", "aloha",
+                          "--map", str(MAP), "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert EpisodeStore.open(out).n_episodes == 3
+    run = subprocess.run([sys.executable, "-m", "stack.cli", "import-lerobot", str(tmp_path / "nothing"),
+                          "--embodiment", "aloha", "--map", str(MAP), "--out", str(tmp_path / "q.zarr")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.startswith("vla-stack import-lerobot: error: --dataset: ") and "nothing" in run.stderr
