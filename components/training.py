@@ -82,7 +82,24 @@ def adamw_warmup_cosine(module, params) -> dict:
     return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
                                                "interval": "step"}}
 
-class VLAModule(L.LightningModule):
+class ExportsOnCheckpoint:
+    """Mixin of the Lightning modules here: AdamW (:func:`adamw_warmup_cosine`), and the exported directory
+    (``_export() -> Path | None``) kept in step with every Lightning checkpoint and written when fitting ends."""
+    exported = "checkpoint directory"
+
+    def configure_optimizers(self):
+        return adamw_warmup_cosine(self, [p for p in self.parameters() if p.requires_grad])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self._export()
+
+    def on_train_end(self) -> None:
+        path = self._export()
+        if path:
+            print(f"{self.exported} written: {path}")
+
+
+class VLAModule(ExportsOnCheckpoint, L.LightningModule):
     """``model``: a preset under configs/model (tiny, full) or a YAML path; ``overrides`` patch it.
     ``export_dir``: where the checkpoint directory (docs/ARCHITECTURE.md) is written when fitting ends.
     ``init_from``: a checkpoint directory whose weights start the run (fine-tuning); its model
@@ -135,18 +152,6 @@ class VLAModule(L.LightningModule):
             out.append({"embodiment": name, "instruction": batch["instruction"][i] if "instruction" in batch else None,
                         "predicted": pred, "recorded": true, "mae": float(abs(pred - true).mean())})
         return out
-
-    def configure_optimizers(self):
-        return adamw_warmup_cosine(self, [p for p in self.parameters() if p.requires_grad])
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # a long run's usable checkpoint directory keeps pace with its Lightning checkpoints
-        self._export()
-
-    def on_train_end(self) -> None:
-        path = self._export()
-        if path:
-            print(f"checkpoint directory written: {path}")
 
     def _export(self):
         if self.hparams.export_dir and self.processor is not None and self.trainer.is_global_zero:

@@ -444,7 +444,7 @@ def _decide_rows(environment, decider, spec, horizon: int, decisions: int, seed:
 def bench_decide(env: str, policy: str, world_model: str = "oracle", scorer: str = "oracle_outcome",
                  candidates: list[int] | None = None, decisions: int = 20, execute_horizon: int | None = None,
                  seed: int = 0, max_steps: int | None = None, num_flow_steps: int | None = None,
-                 threads: int | None = None, json: str | None = None) -> dict:
+                 threads: int | None = None, scorer_model: str | None = None, json: str | None = None) -> dict:
     """Decision latency of the imagine-execute-verify loop per K, measured side by side in one run:
     p50/p95 of the whole decision and of its parts (policy: K chunks in one VLA call; imagine; score),
     the real-time factor (decision time over the time the executed part of a chunk takes at the control
@@ -463,6 +463,7 @@ def bench_decide(env: str, policy: str, world_model: str = "oracle", scorer: str
         max_steps: cap on env steps per episode.
         num_flow_steps: Euler steps of the action decoder (default: the checkpoint's).
         threads: torch CPU threads (default: torch's default).
+        scorer_model: the trained scorer's directory, for --scorer progress.
         json: write the result to this path.
     """
     import os
@@ -480,8 +481,8 @@ def bench_decide(env: str, policy: str, world_model: str = "oracle", scorer: str
     if world_model == "none":
         raise UsageError("--world_model: bench decide times imagining; give oracle or a world-model checkpoint "
                          "directory (the plain VLA is the baseline row already)")
-    arms = [Arm("baseline")] + [Arm(f"K={k}", candidates=k, world_model=world_model, scorer=scorer)
-                                for k in candidates]
+    arms = [Arm("baseline")] + [Arm(f"K={k}", candidates=k, world_model=world_model, scorer=scorer,
+                                                    scorer_model=scorer_model) for k in candidates]
     for arm in arms:
         arm.check()
     if decisions < 1:

@@ -39,8 +39,9 @@ def config_files(args: list[str]) -> list[str]:
 
 
 def is_world_model_config(args: list[str]) -> bool:
-    """Whether the training config chooses the world model: its ``model`` names a ``class_path``
-    (configs/train/world_model_tiny.yaml); the VLA configs give the VLAModule's arguments directly."""
+    """Whether the training config names its module by ``class_path`` (the world model:
+    configs/train/world_model_tiny.yaml; the progress scorer: progress_tiny.yaml); the VLA configs give
+    the VLAModule's arguments directly."""
     import yaml
     for path in config_files(args):
         try:
@@ -61,8 +62,8 @@ def lightning_main(args: list[str]) -> None:
     # the arguments are given on purpose (main() has taken --debug out of them)
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     if is_world_model_config(args):
-        from world_model.training import WorldModelDataModule, WorldModelModule
-        LightningCLI(WorldModelModule, WorldModelDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        # any LightningModule / LightningDataModule by class_path: the world model, the progress scorer
+        LightningCLI(None, None, subclass_mode_model=True, subclass_mode_data=True,
                      args=args, save_config_kwargs={"overwrite": True})
         return
 

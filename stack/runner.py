@@ -103,6 +103,7 @@ class Arm:
     uncertainty_penalty: float = 0.0
     goal_image: str | None = None
     rank_agreement: bool = False
+    scorer_model: str | None = None
 
     @property
     def imagines(self) -> bool:
@@ -179,7 +180,7 @@ def make_decider(arm: Arm, pol, embodiment: str, spec, env, horizon: int, num_fl
             raise UsageError(f"--rank_agreement needs the simulator oracle for the true outcomes (Fetch, ALOHA): "
                              f"{err}") from err
     scorer = make_scorer(arm.scorer or "random", world_model=wm, spec=spec, goal_image=arm.goal_image,
-                         uncertainty_penalty=arm.uncertainty_penalty)
+                         uncertainty_penalty=arm.uncertainty_penalty, scorer_model=arm.scorer_model)
     return ImagineDecider(pol, embodiment, spec, wm, scorer, arm.candidates, horizon, verify=arm.verify,
                           surprise_threshold=arm.surprise_threshold, num_flow_steps=num_flow_steps, truth=truth)
 
@@ -275,7 +276,7 @@ def arm_summary(arm: Arm, decider, records: list[EpisodeRecord]) -> dict:
 def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, candidates: int = 1, world_model: str = "none",
         scorer: str | None = None, verify: bool = False, surprise_threshold: float | None = None,
         uncertainty_penalty: float = 0.0, goal_image: str | None = None, rank_agreement: bool = False,
-        record: str | None = None,
+        scorer_model: str | None = None, record: str | None = None,
         execute_horizon: int | None = None, temporal_ensemble: bool | None = None, ensemble_decay: float = 0.01,
         max_steps: int | None = None, env_kwargs: dict | None = None, num_flow_steps: int | None = None,
         decoder: str = "torch", video: str | None = None, video_episodes: int = 3,
@@ -296,7 +297,8 @@ def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, 
         world_model: what imagines the candidates: none, oracle (simulates them in a copy of the
             simulator: an upper bound for ablations) or a world-model checkpoint directory.
         scorer: what ranks the candidates: random (the random-of-K control), oracle_outcome (the true
-            outcome; --world_model oracle), goal_latent (needs --goal_image), or a registered scorer.
+            outcome; --world_model oracle), goal_latent (needs --goal_image), progress (the learned
+            value of the last imagined frame; needs --scorer_model), or a registered scorer.
         verify: cut the chunk and replan when the real frames differ from the imagined ones by more than
             --surprise_threshold.
         surprise_threshold: RMS latent distance above which verify replans (planners.imagine.calibrate_surprise).
@@ -304,6 +306,7 @@ def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, 
         goal_image: the goal as the cameras see it (side by side), for --scorer goal_latent.
         rank_agreement: also simulate the K candidates with the oracle (Fetch, ALOHA; the episode is
             unchanged) and report how the scorer's ranking agrees with their true outcomes.
+        scorer_model: the trained scorer's directory, for --scorer progress (configs/train/progress_tiny.yaml).
         record: append every episode to this episode store (.zarr) with its outcome per frame.
         execute_horizon: env steps executed per decision (default per action kind: aloha 25 of 50,
             fetch 10 of 10, wheeled 5 env steps = one 0.5 s waypoint spacing).
@@ -325,7 +328,7 @@ def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, 
     import gymnasium as gym
 
     arm = Arm("run", candidates, world_model, scorer, verify, surprise_threshold, uncertainty_penalty, goal_image,
-              rank_agreement=rank_agreement)
+              rank_agreement=rank_agreement, scorer_model=scorer_model)
     arm.check()
     embodiment = _check_inputs(env, policy, remote)
     if episodes < 1:

@@ -3,6 +3,7 @@
 * ``random``: a seeded random choice among the K candidates (the random-of-K control arm);
 * ``oracle_outcome``: the true outcome the world model reports (the simulator oracle): the headroom arm;
 * ``goal_latent``: negative distance of the last imagined latent to the encoding of a goal image;
+* ``progress``: the learned value of the last imagined frame (``world_model.progress``, ``--scorer_model DIR``);
 * :class:`UncertaintyPenalty` wraps any of them: minus ``weight`` times the disagreement of the several
   samples a world model imagined per candidate (``Imagination.info["sample_latents"] [K, S, F, ...]``).
 
@@ -98,17 +99,16 @@ class UncertaintyPenalty:
                 - self.weight * sample_disagreement(imagination))
 
 
-# name -> factory(world_model, spec, goal_image) -> Scorer
+# name -> factory(world_model, spec, goal_image, scorer_model) -> Scorer
 _REGISTRY: dict[str, Callable] = {}
 
 
 def register_scorer(name: str, factory: Callable) -> None:
-    """Make ``--scorer name`` build ``factory(world_model=..., spec=..., goal_image=...)``; the learned
-    progress head registers itself here (it is not part of this module)."""
+    """Make ``--scorer name`` build ``factory(world_model=..., spec=..., goal_image=..., scorer_model=...)``."""
     _REGISTRY[name] = factory
 
 
-def _goal_latent(world_model, spec, goal_image):
+def _goal_latent(world_model, spec, goal_image, **_):
     if goal_image is None:
         raise UsageError("--scorer goal_latent needs --goal_image PATH (the goal as the cameras see it)")
     if world_model is None:
@@ -119,7 +119,14 @@ def _goal_latent(world_model, spec, goal_image):
 register_scorer("random", lambda **_: RandomScorer())
 register_scorer("oracle_outcome", lambda **_: OracleOutcomeScorer())
 register_scorer("goal_latent", _goal_latent)
-# the learned progress/success head: register_scorer("progress", ...) where that scorer is defined
+
+
+def _progress(**kw):
+    from world_model.progress import scorer_from_args  # torch/diffusers: imported when the scorer is used
+    return scorer_from_args(**kw)
+
+
+register_scorer("progress", _progress)
 
 
 def scorer_names() -> list[str]:
@@ -127,11 +134,11 @@ def scorer_names() -> list[str]:
 
 
 def make_scorer(name: str, world_model=None, spec: EmbodimentSpec | None = None, goal_image: str | None = None,
-                uncertainty_penalty: float = 0.0):
+                uncertainty_penalty: float = 0.0, scorer_model: str | None = None):
     """The scorer ``name`` (optionally wrapped in :class:`UncertaintyPenalty`); unknown names are a UsageError."""
     if name not in _REGISTRY:
         raise UsageError(f"--scorer: unknown scorer '{name}'; known: {scorer_names()}")
     if uncertainty_penalty < 0:
         raise UsageError(f"--uncertainty_penalty must be >= 0, got {uncertainty_penalty}")
-    scorer = _REGISTRY[name](world_model=world_model, spec=spec, goal_image=goal_image)
+    scorer = _REGISTRY[name](world_model=world_model, spec=spec, goal_image=goal_image, scorer_model=scorer_model)
     return UncertaintyPenalty(scorer, uncertainty_penalty) if uncertainty_penalty else scorer

@@ -21,6 +21,7 @@ from components.datamodule import open_checked_stores
 from components.embodiment import EmbodimentSpec
 from components.episode_store import EpisodeStore
 from components.errors import ConfigError
+from components.training import ExportsOnCheckpoint
 from world_model.base import predicted_steps
 from world_model.models import canonical_actions
 from world_model.pipeline import WorldModelMeta, build_pipeline, frames_to_pixels
@@ -127,7 +128,7 @@ class WorldModelDataModule(L.LightningDataModule):
         return DataLoader(data, batch_size=self.batch_size, num_workers=self.num_workers)
 
 
-class WorldModelModule(L.LightningModule):
+class WorldModelModule(ExportsOnCheckpoint, L.LightningModule):
     """The world-model pipeline's autoencoder and transformer trained jointly (see the module docstring).
 
     ``architecture``: ``dit`` (the project's :class:`~world_model.models.LatentVideoDiT`) or ``wan`` (a
@@ -137,6 +138,7 @@ class WorldModelModule(L.LightningModule):
     ``predicted_steps(execute_steps, num_frames)``. ``delta_scale``: the flow's sample is the
     change from the last context latent times this (about unit scale). ``export_dir``: the pipeline directory written
     (atomically) at each Lightning checkpoint and when fitting ends. Resume: ``--ckpt_path last``."""
+    exported = "world-model pipeline"
 
     def __init__(self, architecture: str = "dit", cameras: list[str] | None = None, frame_height: int = 48,
                  frame_width: int = 64, context_frames: int = 2, num_frames: int = 4, execute_steps: int = 10,
@@ -206,18 +208,6 @@ class WorldModelModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         losses = self.losses(batch)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch["actions"]))
-
-    def configure_optimizers(self):
-        from components.training import adamw_warmup_cosine
-        return adamw_warmup_cosine(self, list(self.parameters()))
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        self._export()
-
-    def on_train_end(self) -> None:
-        path = self._export()
-        if path:
-            print(f"world-model pipeline written: {path}")
 
     def _export(self) -> Path | None:
         if self.hparams.export_dir and self.pipeline is not None and self.trainer.is_global_zero:

@@ -202,6 +202,17 @@ CASES = [
     ("fit-world-model-missing-store", ["fit", "--config", str(REPO / "configs/train/world_model_tiny.yaml"),
                                        "--data.init_args.datasets=[{tmp}/nowhere.zarr]", "--trainer.max_steps=1"],
      r"data.datasets: episode store '.*nowhere.zarr' does not exist"),
+    ("fit-progress-store-without-reward", ["fit", "--config", str(REPO / "configs/train/progress_tiny.yaml"),
+                                           "--data.init_args.datasets=[{fetch_store}]", "--trainer.max_steps=1"],
+     r"data.datasets: .*fetch.* has no per-frame 'reward' .*record rollouts with `vla-stack run --record"),
+    # the learned progress scorer
+    ("run-progress-without-scorer-model", ["run", "--env", "vla_stack/FetchPush-v0", "--policy", "{ckpt}",
+                                           "--candidates", "2", "--world_model", "oracle", "--scorer", "progress"],
+     r"--scorer progress needs --scorer_model DIR"),
+    ("run-progress-scorer-model-not-a-dir", ["run", "--env", "vla_stack/FetchPush-v0", "--policy", "{ckpt}",
+                                             "--candidates", "2", "--world_model", "oracle", "--scorer", "progress",
+                                             "--scorer_model", "{ckpt}"],
+     r"--scorer_model: .* is not a progress-scorer directory \(no progress.json\)"),
     # eval-world-model
     ("eval-world-model-missing-dir", ["eval-world-model", "--world_model", "{tmp}/nowhere", "--data", "{fetch_store}"],
      r"world-model directory '.*nowhere' does not exist \(a world-model directory holds model_index.json"),
