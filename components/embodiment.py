@@ -22,6 +22,8 @@ ACTION_KINDS = {
     "base_velocity": "base velocity commands",
     "waypoints": "future waypoints (x forward, y left, cos and sin of heading) in the robot frame",
 }
+#: the camera that shows the first camera's view ``past_frame_s`` earlier (the video embodiment)
+PAST_CAMERA = "past"
 
 
 class EmbodimentError(VLAStackError, ValueError):
@@ -61,6 +63,8 @@ class EmbodimentSpec:
     notes: str = ""
     waypoint_spacing_s: float | None = None
     safe_action: tuple[float, ...] | None = None  # [A] executed in place of a non-finite model output
+    past_frame_s: float | None = None  # camera PAST_CAMERA shows the first camera this long earlier
+    instruction: str | None = None  # the task when none is given (an embodiment with one task)
     source: str = field(default="<memory>", compare=False)
 
     # ---- derived views -------------------------------------------------------------------
@@ -115,6 +119,8 @@ class EmbodimentSpec:
         else:
             lines.append("State: none.")
         lines.append("Cameras: " + ", ".join(self.camera_names) + ".")
+        if self.past_frame_s is not None:
+            lines.append(f"Camera {PAST_CAMERA} is camera {self.camera_names[0]} {self.past_frame_s:g} s earlier.")
         if self.notes:
             lines.append(self.notes.strip())
         return "\n".join(lines)
@@ -213,6 +219,23 @@ def _parse_safe_action(raw: dict, slots: tuple[Slot, ...], source: str) -> tuple
     return safe
 
 
+def _parse_past_frame_s(raw: dict, cameras: tuple[Camera, ...], source: str) -> float | None:
+    value = raw.get("past_frame_s")
+    if value is None:
+        return None
+    try:
+        past_s = float(value)
+    except (TypeError, ValueError):
+        past_s = float("nan")
+    if not past_s > 0:
+        raise EmbodimentError(f"{source}: past_frame_s must be a number of seconds > 0, got {value!r}")
+    names = [c.name for c in cameras]
+    if PAST_CAMERA not in names[1:]:
+        raise EmbodimentError(f"{source}: past_frame_s needs a camera named '{PAST_CAMERA}' after the first "
+                              f"(the first camera {past_s:g} s earlier); cameras are {names}")
+    return past_s
+
+
 def spec_from_dict(raw: dict, source: str = "<memory>") -> EmbodimentSpec:
     required = ["name", "robot", "action_kind", "control_hz", "chunk_horizon", "cameras", "action_slots"]
     missing = [k for k in required if k not in raw]
@@ -233,7 +256,8 @@ def spec_from_dict(raw: dict, source: str = "<memory>") -> EmbodimentSpec:
         control_hz=float(raw["control_hz"]), chunk_horizon=horizon, cameras=cameras,
         action_slots=action_slots, state_slots=state_slots, notes=str(raw.get("notes", "")),
         waypoint_spacing_s=raw.get("waypoint_spacing_s"), safe_action=_parse_safe_action(raw, action_slots, source),
-        source=source)
+        past_frame_s=_parse_past_frame_s(raw, cameras, source),
+        instruction=str(raw["instruction"]) if raw.get("instruction") is not None else None, source=source)
     for slots, what in ((spec.action_slots, "action"), (spec.state_slots, "state")):
         try:
             idx = slot_indices([s.canonical for s in slots])
@@ -257,6 +281,10 @@ def spec_to_dict(spec: EmbodimentSpec) -> dict:
         out["waypoint_spacing_s"] = spec.waypoint_spacing_s
     if spec.safe_action is not None:
         out["safe_action"] = list(spec.safe_action)
+    if spec.past_frame_s is not None:
+        out["past_frame_s"] = spec.past_frame_s
+    if spec.instruction is not None:
+        out["instruction"] = spec.instruction
     return out
 
 

@@ -50,3 +50,11 @@ def yaml_problem(err: Exception) -> str:
 
 class RemoteError(VLAStackError, ConnectionError):
     """A served policy that cannot be reached, or that refused a request (its error reply is the message)."""
+
+
+class VideoError(VLAStackError, ValueError):
+    """A video, or the poses sidecar beside it, that cannot be read as asked (corrupt, frameless, malformed)."""
+
+
+class VideoNotFoundError(VideoError, FileNotFoundError):
+    """A video or poses file that does not exist."""

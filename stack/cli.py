@@ -94,17 +94,19 @@ def commands() -> dict:
     from stack.nav import map as map_building, nav, route
     from stack.runner import run
     from stack.serve import serve
+    from stack.trajectory import eval_trajectory, predict_trajectory
     return {**{name: _listed_only(name, summary) for name, summary in LIGHTNING_COMMANDS.items()},
             "demo": c.demo, "train_demo": c.train_demo, "collect": collect, "import-lerobot": import_lerobot, "run": run, "ablate": ablate,
             "serve": serve, "synth": c.synth,
             "stats": c.stats, "sample": c.sample, "export": c.export,
             "eval-world-model": c.eval_world_model, "map": map_building, "route": route, "nav": nav,
+            "predict-trajectory": predict_trajectory, "eval-trajectory": eval_trajectory,
             "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency, "serve": bench.bench_serve,
                       "decide": bench.bench_decide, "route": bench.bench_route}}
 
 
 #: commands whose first positional argument stands for an option (``import-lerobot DIR`` = ``--dataset DIR``)
-POSITIONAL = {"import-lerobot": "--dataset"}
+POSITIONAL = {"import-lerobot": "--dataset", "predict-trajectory": "--video"}
 
 
 def with_positional(argv: list[str]) -> list[str]:

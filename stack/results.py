@@ -195,6 +195,60 @@ def success_plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
         draw.text((x - col // 2 + 4, top + plot_h + 8), str(row["name"])[:16], fill="black", font=font)
         draw.text((x - col // 2 + 4, top + plot_h + 26), f"{row['successes']}/{row['episodes']}", fill="black",
                   font=font)
+    return save_png(image, path)
+
+
+PLOT_COLORS = [(200, 40, 40), (40, 80, 200), (40, 150, 60), (150, 150, 150), (200, 120, 20), (120, 40, 160)]
+
+
+def line_plot(panels: dict[str, dict[str, list[float]]], x: list[float], path: str | Path, title: str = "",
+              x_label: str = "", y_label: str = "") -> Path:
+    """A PNG of line charts side by side (PIL), one per ``panels`` entry ``{panel title: {series name: [y
+    per x]}}``, sharing ``x``, the y axis from 0 and the legend (series in the same order and colours)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=13)
+    pw, ph, left, top, bottom, gap = 360, 240, 50, 40, 50, 30
+    names = list(dict.fromkeys(n for series in panels.values() for n in series))
+    legend_h = 18 * len(names) + 8
+    width, height = left + (pw + gap) * len(panels), top + ph + bottom + legend_h
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((left, 4), title, fill="black", font=font)
+    values = [v for series in panels.values() for ys in series.values() for v in ys if math.isfinite(v)]
+    y_max = max(values, default=1.0) * 1.1 or 1.0
+    x_lo, x_hi = min(x), max(x)
+    span = (x_hi - x_lo) or 1.0
+    for p, (panel, series) in enumerate(panels.items()):
+        x0 = left + p * (pw + gap)
+
+        def at(xv: float, yv: float) -> tuple[float, float]:
+            return x0 + pw * (xv - x_lo) / span, top + ph * (1 - yv / y_max)
+
+        draw.text((x0, top - 18), panel, fill="black", font=font)
+        for k in range(5):
+            yv = y_max * k / 4
+            draw.line([at(x_lo, yv), at(x_hi, yv)], fill=(220, 220, 220))
+            draw.text((x0 - 44, at(x_lo, yv)[1] - 7), f"{yv:.2f}", fill="black", font=font)
+        for xv in x:
+            draw.text((at(xv, 0)[0] - 8, top + ph + 4), f"{xv:g}", fill="black", font=font)
+        draw.text((x0 + pw // 2 - 30, top + ph + 22), x_label, fill="black", font=font)
+        draw.text((x0, top + ph + 22), y_label, fill="black", font=font)
+        for name, ys in series.items():
+            color = PLOT_COLORS[names.index(name) % len(PLOT_COLORS)]
+            points = [at(xv, yv) for xv, yv in zip(x, ys)]
+            draw.line(points, fill=color, width=2)
+            for px, py in points:
+                draw.ellipse([(px - 3, py - 3), (px + 3, py + 3)], fill=color)
+    for i, name in enumerate(names):
+        y = top + ph + bottom + 4 + 18 * i
+        draw.line([(left, y + 7), (left + 24, y + 7)], fill=PLOT_COLORS[i % len(PLOT_COLORS)], width=3)
+        draw.text((left + 30, y), name, fill="black", font=font)
+    return save_png(image, path)
+
+
+def save_png(image, path: str | Path) -> Path:
+    """A PIL image written atomically as PNG."""
     path, tmp = _atomic_target(path)
     try:
         image.save(tmp, format="PNG")

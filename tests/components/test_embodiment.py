@@ -81,3 +81,18 @@ def test_embodiments_round_trip_through_checkpoint_yaml(tmp_path):
     for spec in SPECS:
         assert loaded[spec.name].prompt() == spec.prompt()
         assert (loaded[spec.name].action_indices == spec.action_indices).all()
+        assert loaded[spec.name] == spec  # every field, the optional past_frame_s and instruction included
+
+
+def test_the_video_view_is_declared_in_its_spec():
+    video = SPECS["video"]
+    assert [(c.name, c.height, c.width) for c in video.cameras] == [("front", 90, 160), ("past", 90, 160)]
+    assert video.past_frame_s == 0.5 and video.instruction and not video.state_slots
+    assert "Camera past is camera front 0.5 s earlier." in video.prompt()
+    assert all(s.past_frame_s is None and "earlier" not in s.prompt() for s in SPECS if s.name != "video")
+    raw = spec_to_dict(video)
+    with pytest.raises(EmbodimentError, match=r"<v>: past_frame_s must be a number of seconds > 0, got -1"):
+        spec_from_dict({**raw, "past_frame_s": -1}, source="<v>")
+    with pytest.raises(EmbodimentError, match=r"<v>: past_frame_s needs a camera named 'past' after the first .*"
+                                              r"cameras are \['front'\]"):
+        spec_from_dict({**raw, "cameras": raw["cameras"][:1]}, source="<v>")

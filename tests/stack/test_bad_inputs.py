@@ -22,6 +22,8 @@ import yaml
 from components.embodiment import Embodiments
 from components.episode_store import EpisodeStore
 from components.synthetic import make_synthetic_store
+from tests.stack.video_files import (write_audio_only, write_frameless_video, write_garbage, write_truncated_mp4,
+                                     write_video)
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_CONFIG = REPO / "configs" / "train" / "vla_tiny.yaml"
@@ -35,6 +37,7 @@ LEROBOT = REPO / "tests" / "fixtures" / "lerobot_aloha"
 LEROBOT_MAP = REPO / "tests" / "fixtures" / "lerobot_aloha_map.yaml"
 IMPORT = ["import-lerobot", "--dataset", str(LEROBOT), "--embodiment", "aloha", "--out", "{tmp}/l.zarr", "--map"]
 DATASETS = "--data.datasets=[{{\"path\": \"{store}\"}}]"
+PREDICT = ["predict-trajectory", "--policy", "{ckpt}", "--out", "{tmp}/p.json", "--video"]
 
 # (id, arguments of vla-stack with {placeholders} from the `inputs` fixture, what stderr must say)
 CASES = [
@@ -198,6 +201,26 @@ CASES = [
     ("import-lerobot-not-a-dataset", ["import-lerobot", "--dataset", "{empty}", "--embodiment", "aloha",
                                       "--out", "{tmp}/l.zarr", "--map", str(LEROBOT_MAP)],
      r"--dataset: .*empty is not a LeRobot dataset \(no meta/info.json\)"),
+    # predict-trajectory, eval-trajectory
+    ("predict-trajectory-missing-video", [*PREDICT, "{tmp}/nowhere.mp4"], r"video '.*nowhere.mp4' does not exist"),
+    ("predict-trajectory-garbage-bytes", [*PREDICT, "{garbage_video}"],
+     r"garbage.mp4: cannot be read as a video \(InvalidDataError"),
+    ("predict-trajectory-truncated", [*PREDICT, "{truncated_video}"],
+     r"cut.mp4: corrupt or truncated video: its index declares 30 frames but only \d+ could be decoded"),
+    ("predict-trajectory-zero-frames", [*PREDICT, "{frameless_video}"],
+     r"empty.avi: the video stream has no frames \(container 'avi'\)"),
+    ("predict-trajectory-audio-only", [*PREDICT, "{audio_only}"], r"sound.m4a: has no video stream \(streams: audio\)"),
+    ("predict-trajectory-policy-without-video", ["predict-trajectory", "--policy", "{no_video_policy}", "--out",
+                                                 "{tmp}/p.json", "--video", "{poses_ok}/clip.mkv"],
+     r"--policy: this checkpoint knows the embodiments \['aloha', 'fetch', 'wheeled'\], not 'video'"),
+    ("predict-trajectory-zero-batch", [*PREDICT, "{poses_ok}/clip.mkv", "--batch_size", "0"],
+     r"--batch_size must be >= 1, got 0"),
+    ("eval-trajectory-no-pairs", ["eval-trajectory", "--videos", "{empty}", "--policy", "{ckpt}"],
+     r"--videos: '.*empty' has no video with a poses sidecar \(0 video\(s\)"),
+    ("eval-trajectory-malformed-poses", ["eval-trajectory", "--videos", "{poses_bad}", "--policy", "{ckpt}"],
+     r"poses_bad/clip.poses.csv:3: 2 values; expected 4 \(t_s,x_m,y_m,yaw_rad\)"),
+    ("eval-trajectory-poses-too-short", ["eval-trajectory", "--videos", "{poses_short}", "--policy", "{ckpt}"],
+     r"poses_short/clip.poses.csv: poses cover 0..2 s but the video .*clip.mkv runs 0..5.9 s"),
     # fit
     ("fit-world-model-missing-store", ["fit", "--config", str(REPO / "configs/train/world_model_tiny.yaml"),
                                        "--data.init_args.datasets=[{tmp}/nowhere.zarr]", "--trainer.max_steps=1"],
@@ -294,9 +317,21 @@ def inputs(tiny_checkpoint, synthetic_stores, tmp_path_factory) -> dict[str, str
     old = Path(shutil.copytree(LEROBOT, root / "lerobot_v21"))
     info = json.loads((old / "meta/info.json").read_text())
     (old / "meta/info.json").write_text(json.dumps({**info, "codebase_version": "v2.1"}))
+    videos = {"garbage_video": write_garbage(root / "garbage.mp4"), "truncated_video": write_truncated_mp4(root / "cut.mp4"),
+              "frameless_video": write_frameless_video(root / "empty.avi"), "audio_only": write_audio_only(root / "sound.m4a")}
+    for name, poses in (("poses_ok", "t_s,x_m,y_m,yaw_rad\n0,0,0,0\n6,1,0,0\n"),
+                        ("poses_bad", "t_s,x_m,y_m,yaw_rad\n0,0,0,0\n0.1,0.0\n"),
+                        ("poses_short", "t_s,x_m,y_m,yaw_rad\n0,0,0,0\n2,1,0,0\n")):
+        (root / name).mkdir()
+        write_video(root / name / "clip.mkv", list(range(0, 6000, 100)))
+        (root / name / "clip.poses.csv").write_text(poses)
+        videos[name] = root / name
+    no_video = checkpoint("no_video_policy") / "embodiments.yaml"
+    Embodiments([s for s in Embodiments.load(no_video) if s.name != "video"]).save(no_video)
     names = ["truncated", "edited_stats", "bad_json", "config_no_vla", "no_tokenizer", "bad_embodiments",
              "no_weights", "empty"]
     return {"tmp": str(root), "ckpt": tiny_checkpoint, **{n: str(root / n) for n in names},
+            **{n: str(p) for n, p in videos.items()}, "no_video_policy": str(root / "no_video_policy"),
             "a_file": str(root / "a_file.txt"), "bad_floorplan": str(root / "bad_plan.yaml"),
             "shut_floorplan": str(root / "shut.yaml"), "bad_map": str(root / "bad_map"),
             "damaged_actions": str(root / "damaged_actions.zarr"),
@@ -322,7 +357,8 @@ def outcomes(request, inputs) -> dict[str, subprocess.CompletedProcess]:
 def test_corpus_covers_every_command():
     commands = {args[0] for _, args, _ in CASES}
     assert len(CASES) >= 25 and {"run", "collect", "fit", "stats", "export", "sample", "serve", "eval-world-model",
-                                   "import-lerobot", "nav", "route", "map"} <= commands
+                                   "import-lerobot", "nav", "route", "map", "predict-trajectory",
+                                   "eval-trajectory"} <= commands
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -366,7 +402,7 @@ def test_help_lists_every_command():
     listed = re.search(r"\{([a-z_,-]+)\}", result.stdout).group(1).split(",")
     assert {"fit", "validate", "test", "predict", "run", "collect", "stats", "sample", "export", "demo",
             "synth", "bench", "ablate", "serve", "eval-world-model", "import-lerobot", "nav", "route",
-            "map"} <= set(listed)
+            "map", "predict-trajectory", "eval-trajectory"} <= set(listed)
 
 
 # ---- kill -9 --------------------------------------------------------------------------------------
