@@ -15,6 +15,7 @@ from PIL import Image
 
 from components import action_space
 from components.embodiment import Embodiments, EmbodimentSpec
+from components.errors import CheckpointError
 from components.normalization import NormStats, load_stats, save_stats
 
 IMAGE_MARK = "<|image_pad|>"
@@ -143,8 +144,13 @@ class VLAProcessor:
     def load(cls, directory: str | Path, stats_sha256: str | None, image_size) -> "VLAProcessor":
         from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
         directory = Path(directory)
+        embodiments = Embodiments.load(directory / "embodiments.yaml")
+        norm_stats = load_stats(directory / "norm_stats.json", expected_sha256=stats_sha256)
+        missing = [spec.name for spec in embodiments if spec.name not in norm_stats]
+        if missing:
+            raise CheckpointError(f"{directory / 'norm_stats.json'}: no normalization statistics for embodiment(s) "
+                                  f"{missing} that embodiments.yaml declares (it has {sorted(norm_stats)}); an embodiment "
+                                  f"is added to a checkpoint by training on its data (`vla-stack stats`, then `fit`)")
         return cls(tokenizer=AutoTokenizer.from_pretrained(directory / "tokenizer"),
                    image_processor=Qwen2VLImageProcessorPil.from_pretrained(directory / "tokenizer"),
-                   embodiments=Embodiments.load(directory / "embodiments.yaml"),
-                   norm_stats=load_stats(directory / "norm_stats.json", expected_sha256=stats_sha256),
-                   image_size=image_size)
+                   embodiments=embodiments, norm_stats=norm_stats, image_size=image_size)

@@ -21,6 +21,7 @@ import yaml
 
 from components.embodiment import Embodiments
 from components.episode_store import EpisodeStore
+from components.normalization import stats_digest
 from components.synthetic import make_synthetic_store
 from tests.stack.video_files import (write_audio_only, write_frameless_video, write_garbage, write_truncated_mp4,
                                      write_video)
@@ -52,6 +53,8 @@ CASES = [
      r"truncated/model.safetensors: cannot read the model weights \(SafetensorError"),
     ("run-edited-norm-stats", ["run", "--env", FETCH, "--policy", "{edited_stats}"],
      r"edited_stats/norm_stats.json: sha256 is \w+, expected \w+ .*was modified"),
+    ("run-stats-missing-an-embodiment", ["run", "--env", FETCH, "--policy", "{stats_without_wheeled}"],
+     r"stats_without_wheeled/norm_stats.json: no normalization statistics for embodiment\(s\) \['wheeled'\]"),
     ("run-invalid-config-json", ["run", "--env", FETCH, "--policy", "{bad_json}"],
      r"bad_json/config.json: cannot read the model configuration \(JSONDecodeError"),
     ("run-zero-episodes", ["run", "--env", FETCH, "--policy", "{ckpt}", "--episodes", "0"],
@@ -284,6 +287,12 @@ def inputs(tiny_checkpoint, synthetic_stores, tmp_path_factory) -> dict[str, str
     edited = json.loads(stats.read_text())
     edited["fetch"]["action"]["q99"][0] += 0.5
     stats.write_text(json.dumps(edited, indent=2, sort_keys=True) + "\n")
+    partial = checkpoint("stats_without_wheeled")
+    kept = {k: v for k, v in json.loads((partial / "norm_stats.json").read_text()).items() if k != "wheeled"}
+    text = json.dumps(kept, indent=2, sort_keys=True) + "\n"
+    (partial / "norm_stats.json").write_text(text)
+    config = json.loads((partial / "config.json").read_text())
+    (partial / "config.json").write_text(json.dumps({**config, "norm_stats_sha256": stats_digest(text)}))
     (checkpoint("bad_json") / "config.json").write_text('{"vla": {"decoder": ')
     config = checkpoint("config_no_vla") / "config.json"
     config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "vla"}))
@@ -329,7 +338,7 @@ def inputs(tiny_checkpoint, synthetic_stores, tmp_path_factory) -> dict[str, str
     no_video = checkpoint("no_video_policy") / "embodiments.yaml"
     Embodiments([s for s in Embodiments.load(no_video) if s.name != "video"]).save(no_video)
     names = ["truncated", "edited_stats", "bad_json", "config_no_vla", "no_tokenizer", "bad_embodiments",
-             "no_weights", "empty"]
+             "no_weights", "empty", "stats_without_wheeled"]
     return {"tmp": str(root), "ckpt": tiny_checkpoint, **{n: str(root / n) for n in names},
             **{n: str(p) for n, p in videos.items()}, "no_video_policy": str(root / "no_video_policy"),
             "a_file": str(root / "a_file.txt"), "bad_floorplan": str(root / "bad_plan.yaml"),
