@@ -11,7 +11,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 CONFIG_PACKAGE = "configs"
-CONFIG_KINDS = ("embodiments", "floorplans", "model", "train")
+CONFIG_KINDS = ("embodiments", "floorplans", "model", "render", "train")
 
 
 def config_path(kind: str) -> Path:

@@ -52,6 +52,13 @@ def forward_left(yaw_rad: float, frame: str = "xz") -> tuple[np.ndarray, np.ndar
     raise ValueError(f"unknown frame {frame!r}; use 'xz' (MiniWorld pose) or 'xy'")
 
 
+def xz_to_xy(poses) -> np.ndarray:
+    """Poses ``[..., 3]`` (x, z, yaw) in MiniWorld's frame as (x, y, yaw) in the planar "xy" frame (y = -z)."""
+    p = np.array(poses, dtype=np.float64)
+    p[..., 1] *= -1.0
+    return p
+
+
 def turn(yaw_rad: float, w: float, dt_s: float) -> float:
     """Heading after turning at ``w`` rad/s for ``dt_s``, in (-pi, pi]."""
     return wrap_angle(yaw_rad + w * dt_s)

@@ -75,6 +75,13 @@ class PoseTrack:
         a = np.asarray(rows)
         return cls(a[:, 0], a[:, 1:3], np.unwrap(a[:, 3]), str(path))
 
+    def to_csv(self) -> str:
+        """The sidecar text of this track (what :meth:`read` reads back to the same numbers)."""
+        rows = [",".join(POSES_HEADER)]
+        rows += [f"{t!r},{x!r},{y!r},{yaw!r}" for t, (x, y), yaw in
+                 zip(self.t_s.tolist(), self.xy.tolist(), self.yaw_rad.tolist())]
+        return "\n".join(rows) + "\n"
+
     def at(self, t_s) -> np.ndarray:
         """Poses ``[..., 3]`` (x, y, yaw) at times ``t_s`` inside the track (linear interpolation)."""
         t = np.asarray(t_s, dtype=np.float64)

@@ -92,6 +92,7 @@ def commands() -> dict:
     from stack.collect import collect
     from stack.lerobot_import import import_lerobot
     from stack.nav import map as map_building, nav, route
+    from stack.render_video import render_video
     from stack.runner import run
     from stack.serve import serve
     from stack.trajectory import eval_trajectory, predict_trajectory
@@ -101,6 +102,7 @@ def commands() -> dict:
             "stats": c.stats, "sample": c.sample, "export": c.export,
             "eval-world-model": c.eval_world_model, "map": map_building, "route": route, "nav": nav,
             "predict-trajectory": predict_trajectory, "eval-trajectory": eval_trajectory,
+            "render-video": render_video,
             "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency, "serve": bench.bench_serve,
                       "decide": bench.bench_decide, "route": bench.bench_route}}
 

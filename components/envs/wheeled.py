@@ -28,10 +28,13 @@ of being searched for).
   every reset restores the plan's.
 * reset: with ``goal_room=None`` the goal room is drawn from the seed; the start pose is uniform in
   another room (or, for a single-room plan, >= 3 m from the goal point) with a random heading.
-  ``reset(options={"goal_room": ..., "start_room": ..., "start_pose": (x, z, yaw)})`` overrides.
+  ``reset(options={"goal_room": ..., "start_room": ..., "start_pose": (x, z, yaw)})`` overrides;
+  ``options={"look": Look}`` (``components.envs.looks``) sets the room textures, lighting and field of
+  view of that episode (default: the fixed textures of each room index, MiniWorld's light and 60 deg).
 
 MiniWorld keeps its static scene in an OpenGL display list; each env here allocates its own list so
-that several envs can live in one process.
+that several envs can live in one process (``OwnDisplayList``, also used for MiniWorld's stock scenes by
+``components.envs.scenes``). ``drive`` is the base's motion in any MiniWorld scene.
 """
 
 from __future__ import annotations
@@ -132,7 +135,85 @@ def _room_edges(axis: str, room_is_low_side: bool) -> int:
     return 3 if room_is_low_side else 1
 
 
-class WheeledEnv(MiniWorldEnv):
+class OwnDisplayList:
+    """Mixin for a ``MiniWorldEnv``: its own OpenGL display list (MiniWorld hard-codes list 1, shared by
+    every env of a process), and a :class:`~components.envs.looks.Look` (``self.look``, None: the scene's
+    own) applied where MiniWorld compiles the scene: lighting into the list, field of view on the agent."""
+
+    look = None
+    _list_id: int | None = None
+
+    def _render_static(self):
+        if self.look is not None:
+            self.look.apply(self)
+        if self._list_id is None:
+            self._list_id = int(glGenLists(1))
+        glDeleteLists(self._list_id, 1)
+        glNewList(self._list_id, GL_COMPILE)
+        glEndList()
+        # Compile MiniWorld's static scene into our list by temporarily redirecting glNewList(1, ...).
+        import miniworld.miniworld as mwmod
+
+        orig_new, orig_del = mwmod.glNewList, mwmod.glDeleteLists
+        list_id = self._list_id
+        mwmod.glNewList = lambda _id, mode: orig_new(list_id, mode)
+        mwmod.glDeleteLists = lambda _id, n: orig_del(list_id, n)
+        try:
+            super()._render_static()
+        finally:
+            mwmod.glNewList, mwmod.glDeleteLists = orig_new, orig_del
+
+    def _render_world(self, frame_buffer, render_agent):
+        import miniworld.miniworld as mwmod
+
+        orig_call = mwmod.glCallList
+        list_id = self._list_id
+        mwmod.glCallList = lambda _id: orig_call(list_id)
+        try:
+            return super()._render_world(frame_buffer, render_agent)
+        finally:
+            mwmod.glCallList = orig_call
+
+
+
+def observe_rgb_depth(env: MiniWorldEnv) -> tuple[np.ndarray, np.ndarray]:
+    """One render of ``env``'s agent camera: RGB uint8 [H, W, 3] and depth float32 [H, W] metres."""
+    rgb = env.render_obs(env.obs_fb)
+    depth = np.clip(env.obs_fb.get_depth_map(0.04, 100.0)[..., 0], 0.0, 100.0).astype(np.float32)
+    return np.ascontiguousarray(rgb, dtype=np.uint8), np.ascontiguousarray(depth)
+
+
+def _try_move(env: MiniWorldEnv, delta: np.ndarray) -> bool:
+    """Move the agent by delta (3-vector); slide along walls if blocked. Returns True on a collision."""
+    agent = env.agent
+    pos = agent.pos
+    if not env.intersect(agent, pos + delta, agent.radius):
+        agent.pos = pos + delta
+        return False
+    for d in (np.array([delta[0], 0.0, 0.0]), np.array([0.0, 0.0, delta[2]])):
+        if abs(d[0]) + abs(d[2]) < 1e-9:
+            continue
+        if not env.intersect(agent, pos + d, agent.radius):
+            agent.pos = pos + d
+            return True
+    return True
+
+
+def drive(env: MiniWorldEnv, v: float, w: float, dt_s: float) -> bool:
+    """One control step of the wheeled base's motion in any MiniWorld scene: heading first, then a straight
+    move of ``v * dt_s`` in 5 cm sub-steps against the walls (sliding along a blocking one). True: collided."""
+    env.agent.dir = turn(env.agent.dir, w, dt_s)
+    collided = False
+    dist = v * dt_s
+    if dist > 0:
+        n_sub = max(1, int(math.ceil(dist / 0.05)))
+        step_vec = env.agent.dir_vec * (dist / n_sub)
+        for _ in range(n_sub):
+            collided |= _try_move(env, step_vec)
+    return collided
+
+
+class WheeledEnv(OwnDisplayList, MiniWorldEnv):
     """Go to a named room of a floor plan with a continuously controlled wheeled base."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -228,14 +309,19 @@ class WheeledEnv(MiniWorldEnv):
     def _build_rooms(self) -> None:
         """The rooms and the open doors of the plan (``closed_doors`` stay walls) into ``self.rooms``."""
         mw_rooms: dict[str, Room] = {}
+        look = self.look
+        walls = (look and look.wall_tex) or _WALL_TEX
+        floors = (look and look.floor_tex) or _FLOOR_TEX
+        ceiling = {"ceil_tex": look.ceil_tex} if look and look.ceil_tex else {}
         for i, r in enumerate(self.plan.rooms):
             mw_rooms[r.name] = self.add_rect_room(
                 min_x=r.x[0],
                 max_x=r.x[1],
                 min_z=r.z[0],
                 max_z=r.z[1],
-                wall_tex=_WALL_TEX[i % len(_WALL_TEX)],
-                floor_tex=_FLOOR_TEX[i % len(_FLOOR_TEX)],
+                wall_tex=walls[i % len(walls)],
+                floor_tex=floors[i % len(floors)],
+                **ceiling,
             )
         for door in self.plan.doors:
             if door.key not in self.closed_doors:
@@ -320,44 +406,12 @@ class WheeledEnv(MiniWorldEnv):
         yaw = float(self.np_random.uniform(-math.pi, math.pi))
         self.place_agent(pos=pos, dir=yaw)
 
-    # Own display list per env (MiniWorld hard-codes list 1, shared by every env of a process).
-    def _render_static(self):
-        if self._list_id is None:
-            self._list_id = int(glGenLists(1))
-        glDeleteLists(self._list_id, 1)
-        glNewList(self._list_id, GL_COMPILE)
-        glEndList()
-        # Compile MiniWorld's static scene into our list by temporarily redirecting glNewList(1, ...).
-        import miniworld.miniworld as mwmod
-
-        orig_new, orig_del = mwmod.glNewList, mwmod.glDeleteLists
-        list_id = self._list_id
-        mwmod.glNewList = lambda _id, mode: orig_new(list_id, mode)
-        mwmod.glDeleteLists = lambda _id, n: orig_del(list_id, n)
-        try:
-            super()._render_static()
-        finally:
-            mwmod.glNewList, mwmod.glDeleteLists = orig_new, orig_del
-
-    def _render_world(self, frame_buffer, render_agent):
-        import miniworld.miniworld as mwmod
-
-        orig_call = mwmod.glCallList
-        list_id = self._list_id
-        mwmod.glCallList = lambda _id: orig_call(list_id)
-        try:
-            return super()._render_world(frame_buffer, render_agent)
-        finally:
-            mwmod.glCallList = orig_call
-
     # ------------------------------------------------------------------ observation / info
     def _observe(self) -> dict[str, Any]:
-        rgb = self.render_obs(self.obs_fb)
-        depth = self.obs_fb.get_depth_map(0.04, 100.0)[..., 0]
-        depth = np.clip(depth, 0.0, 100.0).astype(np.float32)
+        rgb, depth = observe_rgb_depth(self)
         return {
-            "images": {"front": np.ascontiguousarray(rgb, dtype=np.uint8)},
-            "depth": np.ascontiguousarray(depth),
+            "images": {"front": rgb},
+            "depth": depth,
             "state": self.last_cmd.copy(),
         }
 
@@ -392,40 +446,18 @@ class WheeledEnv(MiniWorldEnv):
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         self._reset_options = dict(options or {})
+        self.look = self._reset_options.get("look")
         self.last_cmd = np.zeros(2, dtype=np.float32)
         super().reset(seed=seed)  # builds the world (_gen_world) and renders once
         self._reset_options = {}
         return self._observe(), self._info()
-
-    def _try_move(self, delta: np.ndarray) -> bool:
-        """Move by delta (3-vector); slide along walls if blocked. Returns True on a collision."""
-        pos = self.agent.pos
-        cand = pos + delta
-        if not self.intersect(self.agent, cand, self.agent.radius):
-            self.agent.pos = cand
-            return False
-        for d in (np.array([delta[0], 0.0, 0.0]), np.array([0.0, 0.0, delta[2]])):
-            if abs(d[0]) + abs(d[2]) < 1e-9:
-                continue
-            c2 = pos + d
-            if not self.intersect(self.agent, c2, self.agent.radius):
-                self.agent.pos = c2
-                return True
-        return True
 
     def step(self, action):
         a = np.asarray(action, dtype=np.float64).reshape(2)
         v, w = self.limits.clip(a[0], a[1])
         self.last_cmd = np.array([v, w], dtype=np.float32)
         self.step_count += 1
-        self.agent.dir = turn(self.agent.dir, w, self.dt)
-        collided = False
-        dist = v * self.dt
-        if dist > 0:
-            n_sub = max(1, int(math.ceil(dist / 0.05)))
-            step_vec = self.agent.dir_vec * (dist / n_sub)
-            for _ in range(n_sub):
-                collided |= self._try_move(step_vec)
+        collided = drive(self, v, w, self.dt)
         obs = self._observe()
         info = self._info(collided)
         terminated = info["is_success"]
@@ -442,11 +474,3 @@ class WheeledEnv(MiniWorldEnv):
         """Top view of the whole floor plan with the robot (for videos / debugging)."""
         return self.render_top_view(self.vis_fb)
 
-    def close(self):
-        if self._list_id is not None:
-            try:
-                glDeleteLists(self._list_id, 1)
-            except Exception:
-                pass
-            self._list_id = None
-        super().close()
