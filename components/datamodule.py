@@ -1,6 +1,7 @@
 """Training data: windows from several episode stores, mixed by weight across embodiments and tasks."""
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from components import action_space
 from components.backbone import load_tokenizer, make_image_processor
 from components.embodiment import Embodiments
 from components.episode_store import EpisodeStore
-from components.errors import ConfigError, StoreError, StoreNotFoundError
+from components.errors import CheckpointNotFoundError, ConfigError, StoreError, StoreNotFoundError
 from components.normalization import NormStats, compute_stats, load_stats
 from components.processor import VLAProcessor
 from components.vla import load_model_config
@@ -79,12 +80,13 @@ def check_store(store: EpisodeStore, embodiments: Embodiments) -> None:
 
 
 def open_checked_stores(paths: list[str], where: str = "data.datasets",
-                        skip_damaged: bool = False) -> tuple[list[EpisodeStore], Embodiments]:
+                        skip_damaged: bool = False, known: Embodiments | None = None) -> tuple[list[EpisodeStore], Embodiments]:
     """Open episode stores and check each against its embodiment spec (cameras, widths, ranges).
 
     ``skip_damaged``: read every chunk once and leave out the episodes with an unreadable one
     (``store.skipped``), with a warning naming each; otherwise the first damaged chunk read is a
-    StoreError that says how to recover.
+    StoreError that says how to recover. ``known``: specs to use (and keep) instead of
+    configs/embodiments for the names they have (a base checkpoint's).
     """
     stores = []
     for i, path in enumerate(paths):
@@ -95,7 +97,10 @@ def open_checked_stores(paths: list[str], where: str = "data.datasets",
             stores.append(EpisodeStore.open(path, skip_damaged=skip_damaged))
         except StoreError as err:
             raise StoreError(f"{where}[{i}]: {err}") from err
-    embodiments = Embodiments.from_config_dir(sorted({s.embodiment for s in stores}))
+    names = sorted({s.embodiment for s in stores})
+    embodiments = Embodiments.from_config_dir([n for n in names if known is None or n not in known])
+    if known is not None:  # the specs a base checkpoint was trained with win over configs/embodiments
+        embodiments = Embodiments([known[n] for n in known.names()] + list(embodiments))
     for s in stores:
         for episode, why in s.skipped.items():
             warnings.warn(f"skipping damaged episode {episode}: {why}", stacklevel=2)
@@ -120,6 +125,20 @@ def compute_embodiment_stats(stores: list[EpisodeStore], embodiments: Embodiment
             entry["state"] = compute_stats(states, spec.state_mask)
         stats[name] = entry
     return stats
+
+
+def share_stats(new: dict[str, NormStats], donor: dict[str, NormStats]) -> dict[str, NormStats]:
+    """``new``'s statistics with the ``donor``'s on every canonical dimension both carry (action and
+    state each), so an added embodiment reads shared slots exactly as the donor's trained model does."""
+    out = {}
+    for key, s in new.items():
+        d = donor.get(key)
+        if d is None:
+            out[key] = s
+            continue
+        both = s.mask & d.mask
+        out[key] = NormStats(np.where(both, d.q01, s.q01), np.where(both, d.q99, s.q99), s.mask, s.count)
+    return out
 
 
 class WindowDataset(Dataset):
@@ -156,6 +175,16 @@ class WindowDataset(Dataset):
         return sample
 
 
+def _base_checkpoint(directory: str) -> tuple[Embodiments, dict[str, dict[str, NormStats]]]:
+    """The embodiments and normalization statistics of the checkpoint ``directory`` (checked digest)."""
+    d = Path(directory)
+    if not (d / "embodiments.yaml").is_file() or not (d / "config.json").is_file():
+        raise CheckpointNotFoundError(f"data.base: '{directory}' is not a checkpoint directory (expected "
+                                 "embodiments.yaml, norm_stats.json and config.json there)")
+    sha = json.loads((d / "config.json").read_text()).get("norm_stats_sha256")
+    return Embodiments.load(d / "embodiments.yaml"), load_stats(d / "norm_stats.json", expected_sha256=sha)
+
+
 class MixtureDataModule(L.LightningDataModule):
     """Stores mixed by weight. ``model`` names the model config whose tokenizer and image size the
     samples are prepared for (linked from the model's ``model`` argument by the CLI).
@@ -165,13 +194,22 @@ class MixtureDataModule(L.LightningDataModule):
     ``skip_damaged_episodes``: leave out, with a warning, the episodes of a store with an
     unreadable chunk (found by reading every chunk once at setup); by default a damaged chunk is
     an error naming the store, array and episodes.
+    ``base``: a checkpoint directory whose embodiments and normalization statistics the processor
+    keeps (adding an embodiment to a trained model: pair it with ``model.init_from``); the stores'
+    embodiments it lacks get statistics from their stores, except on the canonical slots they share
+    with the base embodiment ``share_stats`` names for them ({new: base}).
     """
 
     def __init__(self, datasets: list[DatasetEntry], model: str = "tiny", batch_size: int = 16,
                  num_workers: int = 2, samples_per_epoch: int = 1024, val_episodes: int = 0,
                  val_samples: int = 64, norm_stats: str | None = None, seed: int = 0,
-                 skip_damaged_episodes: bool = False):
+                 skip_damaged_episodes: bool = False, base: str | None = None,
+                 share_stats: dict[str, str] | None = None):
         super().__init__()
+        if share_stats and not base:
+            raise ConfigError("data.share_stats names embodiments of a base checkpoint, but data.base is not set")
+        if base and norm_stats:
+            raise ConfigError("data.base brings the base checkpoint's normalization statistics; leave data.norm_stats unset")
         if not datasets:
             raise ConfigError("data.datasets is empty: give at least one {path, weight} episode store")
         self.datasets = [d if isinstance(d, DatasetEntry) else DatasetEntry(**d) for d in datasets]
@@ -184,15 +222,34 @@ class MixtureDataModule(L.LightningDataModule):
         self.norm_stats_path = norm_stats
         self.seed = seed
         self.skip_damaged_episodes = skip_damaged_episodes
+        self.base = base
+        self.share_stats = dict(share_stats or {})
         self.processor: VLAProcessor | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.processor is not None:
             return
+        known = base_stats = None
+        if self.base:
+            known, base_stats = _base_checkpoint(self.base)
         stores, embodiments = open_checked_stores([d.path for d in self.datasets],
-                                                  skip_damaged=self.skip_damaged_episodes)
-        stats = (load_stats(self.norm_stats_path) if self.norm_stats_path
-                 else compute_embodiment_stats(stores, embodiments))
+                                                  skip_damaged=self.skip_damaged_episodes, known=known)
+        if base_stats is not None:
+            new = [s for s in stores if s.embodiment not in base_stats]
+            stats = dict(base_stats)
+            for name, entry in compute_embodiment_stats(new, embodiments).items():
+                donor = self.share_stats.get(name)
+                if donor is not None and donor not in base_stats:
+                    raise ConfigError(f"data.share_stats: {name} -> {donor!r}, but {self.base} has no embodiment "
+                                      f"{donor!r} (it has {sorted(base_stats)})")
+                stats[name] = share_stats(entry, base_stats[donor]) if donor else entry
+            unknown = sorted(set(self.share_stats) - {s.embodiment for s in new})
+            if unknown:
+                raise ConfigError(f"data.share_stats: {unknown} are not new embodiments of the stores "
+                                  f"(new: {sorted({s.embodiment for s in new})})")
+        else:
+            stats = (load_stats(self.norm_stats_path) if self.norm_stats_path
+                     else compute_embodiment_stats(stores, embodiments))
         cfg = load_model_config(self.model).backbone
         self.processor = VLAProcessor(load_tokenizer(cfg), make_image_processor(cfg), embodiments, stats,
                                       cfg.image_size)

@@ -12,6 +12,12 @@ vector added to the flow-time conditioning of every block. Cross-attention is a 
 over tokens, so it must find *where* a small object is from the token contents alone; the readout
 keeps each camera token in its own slot, so position is explicit. Its last layer keeps PyTorch's
 default initialization: started at zero (adaLN-Zero style) it did not learn (docs/history.md, Stage 4).
+
+Slot adapter (``slot_adapter``: canonical state slots, e.g. a subgoal's): an MLP of those slots' state
+values adds to the state token and to the conditioning of every block, multiplied by whether the sample's
+state has those slots (its state mask). A sample without them gets exactly what a decoder without the
+adapter gives, so an adapter trained alone adds a state input to a trained decoder without changing any
+other embodiment's actions (GR00T keeps embodiment-specific state encoders for the same reason).
 """
 from __future__ import annotations
 
@@ -36,6 +42,11 @@ class DiTConfig:
     max_horizon: int = MAX_HORIZON
     image_readout: int = 0  # camera tokens the image readout reads (0: no readout)
     readout_dim: int = 16   # numbers per camera token in the readout
+    slot_adapter: tuple[str, ...] = ()  # canonical state slots the slot adapter reads (empty: none)
+    slot_adapter_hidden: int = 128
+
+    def __post_init__(self):
+        self.slot_adapter = tuple(self.slot_adapter)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Tensor:
@@ -123,6 +134,13 @@ class DiT(nn.Module):
             self.readout = nn.Sequential(nn.Linear(cfg.image_readout * cfg.readout_dim, h), nn.SiLU(),
                                          nn.Linear(h, h))
             # not zero-initialized like the adaLN layers (module docstring)
+        if cfg.slot_adapter:
+            from components.action_space import slot_indices
+            self.register_buffer("adapter_slots", torch.as_tensor(slot_indices(cfg.slot_adapter)), persistent=False)
+            n, a = len(cfg.slot_adapter), cfg.slot_adapter_hidden
+            self.slot_adapter = nn.Sequential(nn.Linear(n, a), nn.SiLU(), nn.Linear(a, a), nn.SiLU(), nn.Linear(a, 2 * h))
+            nn.init.zeros_(self.slot_adapter[-1].weight)  # starts as no adapter
+            nn.init.zeros_(self.slot_adapter[-1].bias)
         self.final_norm = nn.LayerNorm(h, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(h, 2 * h))
         self.final = nn.Linear(h, d)
@@ -157,6 +175,11 @@ class DiT(nn.Module):
         dm = dim_mask.to(x_t.dtype)
         act = self.action_in(torch.cat([x_t, dm[:, None].expand(b, horizon, d)], dim=-1))
         st = self.state_in(torch.cat([state, state_mask.to(x_t.dtype)], dim=-1))[:, None]
+        extra = None
+        if self.cfg.slot_adapter:  # x + 0 is x exactly: samples without the slots are untouched
+            gate = state_mask[:, self.adapter_slots].all(dim=-1, keepdim=True).to(x_t.dtype)
+            extra = (self.slot_adapter(state[:, self.adapter_slots]) * gate).chunk(2, dim=-1)
+            st = st + extra[0][:, None]
         x = torch.cat([st, act], dim=1) + self.pos[:, : 1 + horizon]
         token_mask = None
         if time_mask is not None:
@@ -164,6 +187,8 @@ class DiT(nn.Module):
         c = self.time_mlp(timestep_embedding(t, self.cfg.hidden).to(x.dtype))
         if cond is not None:  # K candidates per observation share its conditioning
             c = c + cond[:, None].expand(cond.shape[0], b // cond.shape[0], cond.shape[1]).reshape(b, -1)
+        if extra is not None:
+            c = c + extra[1]
         for blk, kv in zip(self.blocks, cross_kv):
             x = blk(x, c, kv, token_mask, prefix_mask)
         shift, scale = self.final_ada(c).chunk(2, dim=-1)

@@ -94,6 +94,14 @@ def bearing(target: np.ndarray, pose: Sequence[float], frame: str = "xz") -> flo
     return math.atan2(float(y_left), float(x_fwd))
 
 
+def subgoal_features(subgoal_xy: Sequence[float]) -> np.ndarray:
+    """The subgoal state of the ``wheeled_nav`` embodiment from a subgoal (x_forward, y_left) in the
+    robot frame: float32 (x_forward, y_left, cos bearing, sin bearing)."""
+    x, y = float(subgoal_xy[0]), float(subgoal_xy[1])
+    b = math.atan2(y, x)
+    return np.array([x, y, math.cos(b), math.sin(b)], dtype=np.float32)
+
+
 # ---------------------------------------------------------------------------------- pure pursuit
 
 

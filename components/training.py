@@ -24,7 +24,7 @@ def export_pretrained(vla: VLA, processor: VLAProcessor, directory: str | Path) 
     return directory
 
 
-ADDABLE = ("decoder.readout_proj.", "decoder.readout.")  # modules init_from may add to a checkpoint
+ADDABLE = ("decoder.readout_proj.", "decoder.readout.", "decoder.slot_adapter.")  # modules init_from may add
 
 
 PARTS = ("backbone", "decoder")
@@ -61,7 +61,7 @@ def load_weights(vla: VLA, directory: str | Path, parts: list[str] | tuple[str, 
                           f"Use the model config it was trained with (its config.json).")
     vla.load_state_dict(state, strict=False)  # every key of the chosen parts was checked above
     if fresh:
-        rank_zero_info(f"init_from {directory}: {len(fresh)} tensors of the image readout are new (not in "
+        rank_zero_info(f"init_from {directory}: {len(fresh)} tensors (image readout, slot adapter) are new (not in "
                        f"the checkpoint) and start from their initialization: {', '.join(fresh)}")
 
 
@@ -107,12 +107,16 @@ class VLAModule(ExportsOnCheckpoint, L.LightningModule):
     ``init_parts``: which parts it gives (``backbone``, ``decoder``; default both), e.g. a fresh
     decoder on a trained backbone. ``freeze_backbone``: train the decoder only (the backbone's
     weights stay as loaded; no gradient flows into it, so steps are cheaper).
+    ``train_only``: train only the parameters under these prefixes of the model (e.g.
+    ``decoder.slot_adapter``); every other weight stays as loaded. With the slot adapter alone, an
+    embodiment whose state lacks the adapter's slots gives the same actions bit for bit (adding a
+    state input, e.g. a subgoal, to a trained generalist: components/dit.py).
     (Resuming an interrupted run is ``--ckpt_path last``, which restores optimizer and step too.)"""
 
     def __init__(self, model: str = "tiny", overrides: dict | None = None, lr: float = 3e-4,
                  weight_decay: float = 0.01, warmup_steps: int = 20, export_dir: str | None = None,
                  init_from: str | None = None, init_parts: list[str] | None = None,
-                 freeze_backbone: bool = False):
+                 freeze_backbone: bool = False, train_only: list[str] | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.vla = VLA(load_model_config(model, overrides))
@@ -122,6 +126,15 @@ class VLAModule(ExportsOnCheckpoint, L.LightningModule):
             load_weights(self.vla, init_from, PARTS if init_parts is None else init_parts)
         if freeze_backbone:
             self.vla.backbone.requires_grad_(False)
+        if train_only:
+            prefixes = tuple(p.rstrip(".") + "." for p in train_only)
+            names = [n for n, _ in self.vla.named_parameters() if n.startswith(prefixes)]
+            if not names:
+                raise ConfigError(f"model.train_only {list(train_only)}: no parameter of the model starts with "
+                                  f"these (top-level modules: {sorted({n.split('.')[0] for n, _ in self.vla.named_parameters()})}; "
+                                  f"e.g. decoder.slot_adapter needs model.overrides.decoder.slot_adapter)")
+            for n, p in self.vla.named_parameters():
+                p.requires_grad_(n.startswith(prefixes))
         self.processor: VLAProcessor | None = None
 
     def setup(self, stage: str) -> None:

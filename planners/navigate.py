@@ -116,6 +116,32 @@ class StraightLineDecider:
                          np.full_like(s, math.sin(heading))], axis=1)
 
 
+class PolicyWaypointDecider:
+    """The VLA as the local planner (``vla-stack nav --mode graph+vla``): the 8 waypoints of one policy
+    sample for the ``wheeled_nav`` embodiment, whose state is the last (v, omega) plus the subgoal
+    (``components.kinematics.subgoal_features``). Noise is seeded per call from ``episode_seed``."""
+
+    def __init__(self, policy, instruction: str, episode_seed: int, embodiment: str = "wheeled_nav",
+                 num_flow_steps: int | None = None):
+        self.policy, self.instruction, self.embodiment = policy, instruction, embodiment
+        self.episode_seed, self.calls, self.num_flow_steps = episode_seed, 0, num_flow_steps
+        self.policy_ms: list[float] = []
+
+    def waypoints(self, obs: dict, subgoal: np.ndarray) -> np.ndarray:
+        import time
+
+        from components.kinematics import subgoal_features
+        from planners.episode import policy_seed
+        state = np.concatenate([np.asarray(obs["state"], dtype=np.float32)[:2], subgoal_features(subgoal)])
+        t0 = time.perf_counter()
+        out = self.policy.sample_limited({"images": obs["images"], "state": state}, self.embodiment, self.instruction,
+                                         num_samples=1, num_steps=self.num_flow_steps,
+                                         seed=policy_seed(self.episode_seed, self.calls))
+        self.policy_ms.append((time.perf_counter() - t0) * 1e3)
+        self.calls += 1
+        return out.chunks[0]
+
+
 def depth_toward(depth: np.ndarray, bearing_rad: float, fov_y_deg: float) -> float | None:
     """Nearest depth (m) in a small window of the depth image around the horizon in the direction
     ``bearing_rad`` (positive = left); None when that direction is outside the camera's view."""

@@ -296,14 +296,13 @@ def _wheeled_policy(policy: str | None, mode: str):
     if not Path(policy).is_dir():
         raise CheckpointNotFoundError(f"--policy: checkpoint directory '{policy}' does not exist")
     pol = Policy.from_pretrained(policy)
-    if "wheeled" not in pol.embodiments:
-        raise UsageError(f"--policy {policy}: no wheeled embodiment (it has {pol.embodiments})")
-    spec = pol.processor.embodiments["wheeled"]
-    if mode == "graph+vla" and not {"subgoal_x", "subgoal_y"} <= {s.name for s in spec.state_slots}:
-        raise UsageError(f"--mode graph+vla: the wheeled embodiment of {policy} takes no subgoal (its state is "
-                         f"{[s.name for s in spec.state_slots]}; graph+vla needs state slots subgoal_x, subgoal_y, "
-                         f"which no shipped checkpoint has been trained with yet); use --mode graph+follower "
-                         f"or --mode vla")
+    need = "wheeled_nav" if mode == "graph+vla" else "wheeled"
+    if need not in pol.embodiments:
+        what = ("the wheeled base with a subgoal in its state, which graph+vla feeds the route's subgoals"
+                if need == "wheeled_nav" else "the wheeled base")
+        raise UsageError(f"--mode {mode}: the policy {policy} has no embodiment {need!r} ({what}); it has "
+                         f"{pol.embodiments}. Use --mode graph+follower"
+                         + (" or --mode vla" if need == "wheeled_nav" and "wheeled" in pol.embodiments else ""))
     return pol
 
 
@@ -322,11 +321,13 @@ def _episode(plan, m, place, mode, pol, seed, sc, max_steps, writer) -> dict:
         trace.poses.append(start)
         replans = 0
         history: list[dict] = []
+        policy_ms: list[float] = []
         if mode == "vla":
             from planners.episode import PolicyDecider, run_episode
             spec = pol.processor.embodiments["wheeled"]
             rec = run_episode(trace.env, PolicyDecider(pol, "wheeled"), spec, seed, max_steps=max_steps)
             success, steps, status = rec.success, rec.steps, rec.end
+            policy_ms = rec.policy_ms
         else:
             from planners.navmap import NoRouteError
             blocked: set[tuple[int, int]] = set()
@@ -351,8 +352,14 @@ def _episode(plan, m, place, mode, pol, seed, sc, max_steps, writer) -> dict:
 
             # sliding along a door jamb is not a blocked door: that is what no progress and depth detect
             cfg = RouteConfig(max_steps=max_steps, max_collisions=18)
-            res = follow_route(trace.env, r.subgoals, obs, info, replan=replan, config=cfg)
+            decider = None
+            if mode == "graph+vla":
+                from planners.navigate import PolicyWaypointDecider
+                decider = PolicyWaypointDecider(pol, info["instruction"], seed)
+            res = follow_route(trace.env, r.subgoals, obs, info, decider=decider, replan=replan, config=cfg)
             success, steps, status = res.success, res.steps, res.status
+            if decider is not None:
+                policy_ms = decider.policy_ms
         poses = np.array(trace.poses)
         length = float(np.sum(np.linalg.norm(np.diff(poses[:, :2], axis=0), axis=1))) if len(poses) > 1 else 0.0
         goal = np.asarray(u.goal_xz)
@@ -362,7 +369,8 @@ def _episode(plan, m, place, mode, pol, seed, sc, max_steps, writer) -> dict:
         return {"seed": seed, "goal": place, "success": bool(success), "oracle_success": oracle, "spl": spl, "steps": int(steps),
                 "end": status, "collisions": trace.collisions, "path_length_m": length,
                 "shortest_path_length_m": shortest, "replans": replans, "blocked": history,
-                "start": [float(v) for v in start], "start_room": plan.room_at(start[0], start[1])}
+                "start": [float(v) for v in start], "start_room": plan.room_at(start[0], start[1]),
+                "decisions": len(policy_ms), "policy_ms_p50": float(np.median(policy_ms)) if policy_ms else None}
     finally:
         env.close()
 

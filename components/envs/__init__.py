@@ -6,7 +6,7 @@ from components.envs.aloha import register_envs as _register_aloha
 _register_aloha()
 
 # Fetch (gymnasium-robotics): vla_stack/FetchReach-v0, vla_stack/FetchPush-v0, vla_stack/FetchPickAndPlace-v0
-# Wheeled base (MiniWorld): vla_stack/Wheeled-v0, vla_stack/WheeledHallway-v0
+# Wheeled base (MiniWorld): vla_stack/Wheeled-v0, vla_stack/WheeledHallway-v0, vla_stack/WheeledNav-v0 (subgoal in the state)
 # (registered by entry-point strings: the simulators are imported only when an env is made)
 import gymnasium as _gym
 
@@ -16,6 +16,7 @@ for _id, _entry, _steps, _kw in (
     ("vla_stack/FetchPickAndPlace-v0", "components.envs.fetch:make_fetch_pick_and_place", 50, {}),
     ("vla_stack/Wheeled-v0", "components.envs.wheeled:WheeledEnv", None, {}),
     ("vla_stack/WheeledHallway-v0", "components.envs.wheeled:WheeledEnv", None, {"floorplan": "hallway"}),
+    ("vla_stack/WheeledNav-v0", "components.envs.wheeled:WheeledSubgoalEnv", None, {}),
 ):
     if _id not in _gym.registry:
         _gym.register(id=_id, entry_point=_entry, max_episode_steps=_steps, kwargs=_kw)
@@ -29,6 +30,7 @@ EMBODIMENT_OF = {
     "vla_stack/FetchPickAndPlace-v0": "fetch",
     "vla_stack/Wheeled-v0": "wheeled",
     "vla_stack/WheeledHallway-v0": "wheeled",
+    "vla_stack/WheeledNav-v0": "wheeled_nav",
 }
 
 

@@ -22,6 +22,7 @@ from components.embodiment import EmbodimentSpec, Embodiments
 EXPERTS = {
     "fetch": "components.envs.fetch_expert:FetchExpert",
     "wheeled": "components.envs.wheeled_expert:WheeledExpert",
+    "wheeled_nav": "components.envs.wheeled_expert:WheeledExpert",  # the env's subgoal route is the expert's
     "aloha": "components.envs.aloha_expert:AlohaExpert",
 }
 

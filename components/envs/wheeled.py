@@ -474,3 +474,60 @@ class WheeledEnv(OwnDisplayList, MiniWorldEnv):
         """Top view of the whole floor plan with the robot (for videos / debugging)."""
         return self.render_top_view(self.vis_fb)
 
+
+
+class WheeledSubgoalEnv(WheeledEnv):
+    """``WheeledEnv`` whose state also carries the current subgoal of a route (``vla_stack/WheeledNav-v0``,
+    embodiment ``wheeled_nav``): ``state`` float32 (6,) = (v, omega, then
+    ``components.kinematics.subgoal_features`` of the subgoal: x_forward, y_left, cos and sin of its bearing).
+
+    Each reset routes from the start pose to the goal as the scripted expert does (shortest room/door path
+    through the open doors, points 1 m before and after each doorway, then the goal point);
+    ``set_route(points)`` replaces it from the current pose (e.g. with a place graph's subgoals). The
+    subgoal moves on as ``planners.navigate.follow_route`` moves it: past a point once within
+    ``subgoal_reach_m`` of it or beyond it. ``info["subgoal"]`` is the current one as (x, z).
+    """
+
+    subgoal_reach_m = 0.5
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.route: list[np.ndarray] = []
+        self.route_seg = 0
+        low = np.array([self.limits.v_min, -self.limits.w_max, -100.0, -100.0, -1.0, -1.0], dtype=np.float32)
+        high = np.array([self.limits.v_max, self.limits.w_max, 100.0, 100.0, 1.0, 1.0], dtype=np.float32)
+        self.observation_space["state"] = spaces.Box(low=low, high=high, dtype=np.float32)
+
+    def set_route(self, points) -> None:
+        """Drive through ``points`` [N, 2] ((x, z) each, N >= 1) from the current pose."""
+        pts = [np.asarray(p, dtype=np.float64).reshape(2) for p in points]
+        if not pts:
+            raise ValueError("set_route: give at least one (x, z) point")
+        self.route, self.route_seg = [self.pose[:2].copy()] + pts, 0
+
+    @property
+    def subgoal(self) -> np.ndarray:
+        return self.route[self.route_seg + 1]
+
+    def _observe(self) -> dict[str, Any]:
+        from components.kinematics import advance_segment, subgoal_features, to_robot_frame
+        obs = super()._observe()
+        if self.route:
+            self.route_seg = advance_segment(self.route, self.route_seg, self.pose[:2], reach_m=self.subgoal_reach_m)
+            obs["state"] = np.concatenate([obs["state"], subgoal_features(to_robot_frame(self.subgoal, self.pose))])
+        return obs
+
+    def _info(self, collided: bool = False) -> dict[str, Any]:
+        info = super()._info(collided)
+        if self.route:
+            info["subgoal"] = self.subgoal.copy()
+        return info
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        from components.envs.wheeled_expert import WheeledExpert
+        self.route = []
+        super().reset(seed=seed, options=options)
+        expert = WheeledExpert(self.plan)
+        expert.reset_from_env(self)
+        self.route, self.route_seg = [np.asarray(p, dtype=np.float64) for p in expert.path], 0
+        return self._observe(), self._info()

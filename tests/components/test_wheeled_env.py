@@ -231,3 +231,33 @@ def test_validation_closed_field(tmp_path):
     plan = load_floorplan(p)
     assert plan.doors[0].closed and plan.closed_doors == {frozenset({"a", "b"})}
     assert plan.graph().number_of_edges() == 0 and plan.graph(closed=[]).number_of_edges() == 1
+
+
+def test_subgoal_env_state_follows_its_route_and_set_route_replaces_it():
+    from components.envs.experts import env_spec
+    from components.kinematics import to_robot_frame
+    env = gym.make("vla_stack/WheeledNav-v0", floorplan="three_rooms", image_size=SMALL)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, info = env.reset(seed=3)
+    u = env.unwrapped
+    assert obs["state"].shape == (6,) and env.observation_space.contains(obs)
+    assert env_spec("vla_stack/WheeledNav-v0").state_dim == 6
+    expert = WheeledExpert.from_env(env)
+    assert [tuple(p) for p in u.route] == [tuple(p) for p in expert.path]  # the expert's own route
+    x, y = to_robot_frame(info["subgoal"], info["pose"])
+    np.testing.assert_allclose(obs["state"][2:], [x, y, x / np.hypot(x, y), y / np.hypot(x, y)], rtol=1e-5, atol=1e-5)
+    seen, done = {tuple(info["subgoal"])}, False
+    while not done:  # the expert drives the route; the state's subgoal moves on along it
+        obs, _, term, trunc, info = env.step(expert.act(info["pose"]))
+        seen.add(tuple(info["subgoal"]))
+        done = term or trunc
+    # ... in order, from the first (success in the goal room may come before its goal point's turn)
+    assert info["is_success"] and len(seen) >= 3 and seen == {tuple(p) for p in u.route[1:1 + len(seen)]}
+    env.reset(seed=3)
+    u.set_route([[0.5, 0.5]])
+    obs = u.observe()
+    np.testing.assert_allclose(u.subgoal, [0.5, 0.5])
+    np.testing.assert_allclose(obs["state"][2:4], to_robot_frame(np.array([0.5, 0.5]), u.pose), rtol=1e-5)
+    with pytest.raises(ValueError, match="at least one"):
+        u.set_route([])
+    env.close()

@@ -75,3 +75,66 @@ def test_the_shipped_recipe_resolves_over_base_to_its_26_shares(tmp_path):
     assert (len(datasets), sum(len(d["oversample"]) for d in datasets)) == (10, 16)  # stage 10 as trained: 26 shares
     assert config["trainer"]["max_steps"] == 8500 and config["data"]["batch_size"] == 16  # overlay and base
     assert config["model"]["init_from"] == "runs/g17/pretrained" and config["seed_everything"] == 0
+
+
+def test_adding_a_state_input_leaves_every_other_embodiment_bit_identical(tiny_checkpoint, tmp_path):
+    """Stage 11's recipe: a new embodiment (wheeled_nav: wheeled + a subgoal state) fitted into a trained
+    checkpoint by training only a slot adapter on its new slots."""
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from components.action_space import slot_indices
+    from components.embodiment import Embodiments
+    from components.normalization import load_stats
+    from components.policy import Policy
+    from components.synthetic import make_synthetic_store
+
+    from components.training import export_pretrained
+    from components.vla import VLA
+
+    # a "trained" base: the tiny checkpoint with its zero-initialised output layers filled (a fresh
+    # model's zero layers would send no gradient to its inputs)
+    pol = Policy.from_pretrained(tiny_checkpoint)
+    vla = VLA(pol.vla.config)
+    vla.load_state_dict(pol.vla.state_dict())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in vla.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05)
+    tiny_checkpoint = str(export_pretrained(vla, pol.processor, tmp_path / "base"))
+    store = tmp_path / "nav.zarr"
+    make_synthetic_store(store, Embodiments.from_config_dir(["wheeled_nav"])["wheeled_nav"], episodes=3, steps=12, seed=5)
+    datasets = json.dumps([{"path": str(store), "weight": 1.0}])
+    run = vla_stack(["fit", *CONFIG, f"--data.datasets={datasets}", "--data.batch_size=4", "--data.num_workers=0",
+                     "--trainer.limit_val_batches=0", "--trainer.max_steps=3", f"--data.base={tiny_checkpoint}",
+                     "--data.share_stats={wheeled_nav: wheeled}", f"--model.init_from={tiny_checkpoint}",
+                     "--model.freeze_backbone=true", "--model.overrides={decoder: {slot_adapter: [wp_x, wp_y, wp_cos, wp_sin]}}",
+                     "--model.train_only=[decoder.slot_adapter]",
+                     "--model.lr=0.05", "--model.warmup_steps=0"], tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "runs/vla_tiny/pretrained"
+    base = Policy.from_pretrained(tiny_checkpoint)
+    new = Policy.from_pretrained(out)
+    assert sorted(new.embodiments) == sorted(base.embodiments + ["wheeled_nav"])
+    old_stats, stats = load_stats(Path(tiny_checkpoint) / "norm_stats.json"), load_stats(out / "norm_stats.json")
+    for name in base.embodiments:  # the base's statistics, unchanged
+        for key in old_stats[name]:
+            np.testing.assert_array_equal(stats[name][key].q01, old_stats[name][key].q01)
+    np.testing.assert_array_equal(stats["wheeled_nav"]["action"].q99, old_stats["wheeled"]["action"].q99)
+    v = slot_indices(["base_vx"])
+    np.testing.assert_array_equal(stats["wheeled_nav"]["state"].q99[v], old_stats["wheeled"]["state"].q99[v])
+    a, b = load_file(str(Path(tiny_checkpoint) / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # every base weight as it was
+    added = sorted(set(b) - set(a))
+    assert added and all(k.startswith("decoder.slot_adapter.") for k in added)
+    assert b[added[-1]].any()  # the adapter's zero-initialised last layer trained
+    spec = base.processor.embodiments["fetch"]
+    obs = {"images": {c.name: np.full((c.height, c.width, 3), 90, np.uint8) for c in spec.cameras},
+           "state": np.zeros(spec.state_dim, np.float32)}
+    np.testing.assert_array_equal(base.sample(obs, "fetch", "reach the red dot", seed=1),
+                                  new.sample(obs, "fetch", "reach the red dot", seed=1))
+    nav = new.processor.embodiments["wheeled_nav"]
+    obs = {"images": {c.name: np.full((c.height, c.width, 3), 90, np.uint8) for c in nav.cameras},
+           "state": np.array([0.3, 0.0, 2.0, 1.0, 0.89, 0.45], np.float32)}
+    assert new.sample(obs, "wheeled_nav", "go to the kitchen", seed=1).shape == (1, 8, 4)

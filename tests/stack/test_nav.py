@@ -2,6 +2,7 @@
 mid-episode is noticed, its edge blocked, and the goal reached another way."""
 import json
 
+import numpy as np
 import pytest
 
 from components.errors import UsageError
@@ -48,8 +49,48 @@ def test_graph_follower_episodes_report_spl(tmp_path):
     assert res["video"] and (tmp_path / "nav.mp4").stat().st_size > 1000
 
 
+@pytest.fixture(scope="module")
+def subgoal_checkpoint(tmp_path_factory) -> str:
+    """A tiny checkpoint with the wheeled and wheeled_nav embodiments and a slot adapter."""
+    import torch
+
+    from components.datamodule import DatasetEntry, MixtureDataModule
+    from components.embodiment import Embodiments
+    from components.synthetic import make_synthetic_store
+    from components.training import export_pretrained
+    from components.vla import VLA, load_model_config
+    root = tmp_path_factory.mktemp("subgoal")
+    specs = Embodiments.from_config_dir(["wheeled", "wheeled_nav"])
+    for i, name in enumerate(specs.names()):
+        make_synthetic_store(root / f"{name}.zarr", specs[name], episodes=2, steps=10, seed=i)
+    dm = MixtureDataModule([DatasetEntry(str(root / f"{n}.zarr")) for n in specs.names()], batch_size=2, num_workers=0)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    vla = VLA(load_model_config("tiny", {"decoder": {"slot_adapter": ["wp_x", "wp_y", "wp_cos", "wp_sin"]}}))
+    return str(export_pretrained(vla, dm.processor, root / "pretrained"))
+
+
 def test_vla_only_mode_runs_the_policy_and_graph_vla_needs_a_subgoal_policy(tiny_checkpoint):
     res = nav("three_rooms", "blue room", mode="vla", policy=tiny_checkpoint, max_steps=8)
     assert res["per_episode"][0]["steps"] == 8 and res["mode"] == "vla"
-    with pytest.raises(UsageError, match="takes no subgoal"):
+    with pytest.raises(UsageError, match="has no embodiment 'wheeled_nav'"):
         nav("three_rooms", "blue room", mode="graph+vla", policy=tiny_checkpoint)
+
+
+def test_graph_vla_asks_the_policy_for_waypoints_toward_each_subgoal(subgoal_checkpoint, monkeypatch):
+    from planners import navigate
+    seen = []
+    real = navigate.PolicyWaypointDecider.waypoints
+
+    def spy(self, obs, subgoal):
+        out = real(self, obs, subgoal)
+        seen.append((np.asarray(subgoal).copy(), out))
+        return out
+
+    monkeypatch.setattr(navigate.PolicyWaypointDecider, "waypoints", spy)
+    res = nav("three_rooms", "blue room", mode="graph+vla", policy=subgoal_checkpoint, max_steps=20, seed=3)
+    ep = res["per_episode"][0]
+    assert res["mode"] == "graph+vla" and (ep["steps"] == 20 or ep["end"] in ("reached", "blocked"))
+    assert ep["decisions"] == len(seen) >= 4 and ep["policy_ms_p50"] > 0  # a new chunk every 5 steps
+    for subgoal, waypoints in seen:
+        assert subgoal.shape == (2,) and waypoints.shape == (8, 4) and np.isfinite(waypoints).all()
