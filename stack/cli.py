@@ -91,7 +91,7 @@ def commands() -> dict:
     from stack.ablate import ablate
     from stack.collect import collect
     from stack.lerobot_import import import_lerobot
-    from stack.nav import map as map_building, nav, route
+    from stack.nav import floorplans, map as map_building, nav, route
     from stack.render_video import render_video
     from stack.runner import run
     from stack.serve import serve
@@ -101,6 +101,7 @@ def commands() -> dict:
             "serve": serve, "synth": c.synth,
             "stats": c.stats, "sample": c.sample, "export": c.export,
             "eval-world-model": c.eval_world_model, "map": map_building, "route": route, "nav": nav,
+            "floorplans": floorplans,
             "predict-trajectory": predict_trajectory, "eval-trajectory": eval_trajectory,
             "render-video": render_video,
             "bench": {"policy": bench.bench_policy, "latency": bench.bench_latency, "serve": bench.bench_serve,

@@ -157,7 +157,8 @@ def demo(episodes: int = 5, seed: int = 1000, out_dir: str = "runs/demo", policy
          max_steps: int | None = None) -> dict:
     """The main job: the shipped generalist (one set of weights) closed-loop in the simulators:
     Fetch reach, the wheeled base in the stock hallway, ALOHA transfer cube; then one graph
-    navigation episode in a three-room building (map from RGB-D, route, follower). Writes a video
+    navigation episode in a house it was not trained in (map from RGB-D, route of subgoals, the same
+    policy's waypoints toward each: ``nav --mode graph+vla``). Writes a video
     and a result JSON per task under ``out_dir`` and prints the success rates.
 
     Args:
@@ -181,12 +182,12 @@ def demo(episodes: int = 5, seed: int = 1000, out_dir: str = "runs/demo", policy
         print(f"{env:<34}{r['successes']:>5}/{r['episodes']:<4}{f'[{lo:.2f}, {hi:.2f}]':>18}"
               f"{r['decision_ms']['p50']:>18.0f}")
     from stack.nav import nav
-    tour = nav("three_rooms", "go to the blue room", episodes=1, seed=seed, max_steps=max_steps,
-               video=f"{out_dir}/nav_three_rooms.mp4", json=f"{out_dir}/nav_three_rooms.json")
+    tour = nav("house", "go to the kitchen", policy=policy, mode="graph+vla", episodes=1, seed=seed,
+               max_steps=max_steps, video=f"{out_dir}/nav_house.mp4", json=f"{out_dir}/nav_house.json")
     lo, hi = tour["ci95"]
-    print(f"{'nav three_rooms (graph+follower)':<34}{tour['successes']:>5}/{tour['episodes']:<4}"
+    print(f"{'nav house (graph+vla)':<34}{tour['successes']:>5}/{tour['episodes']:<4}"
           f"{f'[{lo:.2f}, {hi:.2f}]':>18}{'SPL':>12} {tour['spl']:.2f}")
-    results["nav three_rooms"] = tour
+    results["nav house"] = tour
     print(f"videos and results: {out_dir}/")
     return results
 

@@ -51,6 +51,35 @@ def _load_or_build(plan, map_dir: str | None, seed: int):
     return m, True
 
 
+def floorplans(out: str, count: int = 24, seed: int = 1000, kind: str | None = None) -> list[str]:
+    """Write seeded random floor plans (a corridor with rooms along it, or a grid of rooms;
+    ``components/envs/floorplan_gen.py``) as YAML files of the floor-plan schema: ``out/gen_00.yaml`` ...
+    from seeds ``seed`` ... ``seed + count - 1``. Navigation training data comes from such plans.
+
+    Args:
+        out: directory to write to (created).
+        count: number of plans.
+        seed: seed of the first plan.
+        kind: spine | grid (default: drawn per plan).
+    """
+    import yaml
+
+    from components.envs.floorplan import parse_floorplan
+    from components.envs.floorplan_gen import random_floorplan
+    from stack.results import write_text
+    if count < 1:
+        raise UsageError(f"--count must be >= 1, got {count}")
+    if kind not in (None, "spine", "grid"):
+        raise UsageError(f"--kind: expected spine or grid, got {kind!r}")
+    paths = []
+    for i in range(count):
+        data = random_floorplan(seed + i, kind)
+        parse_floorplan(data, source=data["name"])  # every plan written is valid
+        paths.append(str(write_text(yaml.safe_dump(data, sort_keys=False), Path(out) / f"gen_{i:02d}.yaml")))
+    print(f"{count} floor plans in {out}/ (seeds {seed}-{seed + count - 1})")
+    return paths
+
+
 def map(floorplan: str, out: str, seed: int = 0, png: str | None = None) -> dict:  # noqa: A001 - the command's name
     """Map a building: tour every room recording RGB-D, integrate it with open3d, build the occupancy grid
     and the place graph, save them to ``out`` (graph.json + grid.npz).

@@ -49,3 +49,23 @@ def tiny_checkpoint(datamodule, tmp_path_factory) -> str:
 def policy(tiny_checkpoint):
     from components.policy import Policy
     return Policy.from_pretrained(tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def subgoal_checkpoint(synthetic_stores, tmp_path_factory) -> str:
+    """A tiny checkpoint of every embodiment plus wheeled_nav (the base with a subgoal in its state)
+    and the slot adapter on the subgoal's slots: what the shipped default has since stage 11."""
+    from components.datamodule import DatasetEntry, MixtureDataModule
+    from components.embodiment import Embodiments
+    from components.synthetic import make_synthetic_store
+    from components.training import export_pretrained
+    from components.vla import VLA, load_model_config
+    root = tmp_path_factory.mktemp("subgoal")
+    make_synthetic_store(root / "wheeled_nav.zarr", Embodiments.from_config_dir()["wheeled_nav"], episodes=2,
+                         steps=10, seed=len(EMBODIMENTS))
+    stores = [*synthetic_stores.values(), str(root / "wheeled_nav.zarr")]
+    dm = MixtureDataModule([DatasetEntry(p) for p in stores], batch_size=2, num_workers=0)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    vla = VLA(load_model_config("tiny", {"decoder": {"slot_adapter": ["wp_x", "wp_y", "wp_cos", "wp_sin"]}}))
+    return str(export_pretrained(vla, dm.processor, root / "pretrained"))

@@ -11,11 +11,11 @@ SPECS = Embodiments.from_config_dir()
 
 def test_every_shipped_embodiment_loads_with_expected_widths():
     widths = {s.name: (s.action_dim, s.chunk_horizon) for s in SPECS}
-    assert widths == {"aloha": (14, 50), "fetch": (4, 10), "wheeled": (4, 8), "video": (4, 8)}
+    assert widths == {"aloha": (14, 50), "fetch": (4, 10), "wheeled": (4, 8), "wheeled_nav": (4, 8), "video": (4, 8)}
 
 
 @settings(max_examples=60, deadline=None)
-@given(name=st.sampled_from(["aloha", "fetch", "wheeled", "video"]), data=st.data())
+@given(name=st.sampled_from(["aloha", "fetch", "wheeled", "wheeled_nav", "video"]), data=st.data())
 def test_pad_then_unpad_is_exact(name, data):
     spec = SPECS[name]
     horizon = data.draw(st.integers(1, spec.chunk_horizon))

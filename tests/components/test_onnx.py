@@ -34,3 +34,23 @@ def test_policy_runs_its_decoder_through_onnxruntime(tiny_checkpoint, tmp_path, 
         a = policy.sample(obs, name, "reach", num_samples=4, seed=7)
         b = onnx_policy.sample(obs, name, "reach", num_samples=4, seed=7)
         assert np.abs(a - b).max() < 1e-3 * max(1.0, np.abs(a).max())
+
+
+
+def test_exported_decoder_carries_the_slot_adapter(subgoal_checkpoint, tmp_path):
+    import copy
+    dit = copy.deepcopy(Policy.from_pretrained(subgoal_checkpoint).vla.decoder)
+    torch.manual_seed(0)
+    with torch.no_grad():  # away from the zero-initialized layers (adaLN-Zero, the adapter's output)
+        for param in dit.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    onnx = OnnxDecoder(export_decoder(dit, num_steps=3, path=tmp_path / "decoder.onnx"))
+    inputs = list(example_inputs(dit, batch=2, k=3, horizon=8, length=20))
+    inputs[4][1, dit.adapter_slots] = 0  # the second sample has no subgoal slots: the adapter is off for it
+    with torch.no_grad():
+        ref = DecoderSampler(dit, 3)(*inputs).numpy()
+        inputs_moved = [t.clone() for t in inputs]
+        inputs_moved[3][:, dit.adapter_slots] += 1.0
+        moved = DecoderSampler(dit, 3)(*inputs_moved).numpy()
+    assert np.abs(onnx(*inputs) - ref).max() < 1e-4 * max(1.0, np.abs(ref).max())
+    assert np.abs(moved[0] - ref[0]).max() > 1e-3  # the subgoal steers the sample

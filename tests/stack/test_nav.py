@@ -49,27 +49,6 @@ def test_graph_follower_episodes_report_spl(tmp_path):
     assert res["video"] and (tmp_path / "nav.mp4").stat().st_size > 1000
 
 
-@pytest.fixture(scope="module")
-def subgoal_checkpoint(tmp_path_factory) -> str:
-    """A tiny checkpoint with the wheeled and wheeled_nav embodiments and a slot adapter."""
-    import torch
-
-    from components.datamodule import DatasetEntry, MixtureDataModule
-    from components.embodiment import Embodiments
-    from components.synthetic import make_synthetic_store
-    from components.training import export_pretrained
-    from components.vla import VLA, load_model_config
-    root = tmp_path_factory.mktemp("subgoal")
-    specs = Embodiments.from_config_dir(["wheeled", "wheeled_nav"])
-    for i, name in enumerate(specs.names()):
-        make_synthetic_store(root / f"{name}.zarr", specs[name], episodes=2, steps=10, seed=i)
-    dm = MixtureDataModule([DatasetEntry(str(root / f"{n}.zarr")) for n in specs.names()], batch_size=2, num_workers=0)
-    dm.setup("fit")
-    torch.manual_seed(0)
-    vla = VLA(load_model_config("tiny", {"decoder": {"slot_adapter": ["wp_x", "wp_y", "wp_cos", "wp_sin"]}}))
-    return str(export_pretrained(vla, dm.processor, root / "pretrained"))
-
-
 def test_vla_only_mode_runs_the_policy_and_graph_vla_needs_a_subgoal_policy(tiny_checkpoint):
     res = nav("three_rooms", "blue room", mode="vla", policy=tiny_checkpoint, max_steps=8)
     assert res["per_episode"][0]["steps"] == 8 and res["mode"] == "vla"

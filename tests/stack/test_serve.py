@@ -61,7 +61,7 @@ def test_openpi_client_drives_every_embodiment(server, default_policy, tmp_path)
                    timeout=120, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     got = np.load(out)
     names = json.loads(str(got["embodiments"]))
-    assert names == sorted(default_policy.embodiments) == ["aloha", "fetch", "wheeled"]
+    assert names == sorted(default_policy.embodiments) == ["aloha", "fetch", "wheeled", "wheeled_nav"]
     for seed, name in enumerate(names):
         spec = default_policy.processor.embodiments[name]
         obs = {"images": {c: got[f"{name}/images/{c}"] for c in spec.camera_names},
