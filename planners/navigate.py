@@ -15,7 +15,9 @@ Segment ``i`` runs from subgoal ``i - 1`` (for ``i = 0``: where the route starte
 steps collided, or (c) the depth image, in the direction of the subgoal while facing it, shows an
 obstacle nearer than ``obstacle_m`` with the subgoal beyond it for ``obstacle_steps`` steps (a closed
 door). The caller's ``replan(pose, blocked)`` then returns new subgoals from the current pose (having
-blocked that edge in its graph) and the episode goes on; None or [] ends it as blocked.
+blocked that edge in its graph) and the episode goes on; None or [] ends it as blocked. In decider mode
+``recovery_steps`` > 0 first answers a collision block with that many steps of pure pursuit back onto the
+route's line (once per segment); only a second one blocks the edge.
 docs/ARCHITECTURE.md, Navigation.
 """
 from __future__ import annotations
@@ -54,6 +56,7 @@ class RouteConfig:
     max_replans: int = 3
     max_steps: int | None = None       # None: until the env truncates
     execute_steps: int = 5             # decider mode: env steps per waypoint chunk (one 0.5 s spacing)
+    recovery_steps: int = 0            # decider mode: on a collision block, pure pursuit this many steps first
     lookahead_m: float = LOOKAHEAD_M   # follower mode
     v_max: float = WHEELED_BASE.v_max  # follower mode
 
@@ -85,6 +88,8 @@ class RouteResult:
     blocked_history: list[BlockedSegment] = field(default_factory=list)  # every detection, in order
     obs: dict | None = field(default=None, repr=False)   # the last observation and info, to go on from
     info: dict | None = field(default=None, repr=False)
+    recoveries: int = 0                # decider mode: collision blocks handed to pure pursuit first
+    recovery_steps: int = 0            # env steps pure pursuit drove in those recoveries
 
     def to_dict(self) -> dict:
         """JSON-ready summary (without ``obs``/``info``)."""
@@ -214,13 +219,15 @@ def follow_route(env, subgoals: Sequence[Sequence[float]], obs: dict, info: dict
     pose = np.asarray(info["pose"], dtype=np.float64)
     points, seg = [pose[:2].copy()] + route, 0
     steps = collisions = replans = 0
-    chunk_left = 0
+    chunk_left = recover_left = recoveries = recovery_driven = 0
+    recovered_seg = -1
     length = 0.0
     history: list[BlockedSegment] = []
 
     def result(status: str, blocked: BlockedSegment | None = None) -> RouteResult:
         return RouteResult(status, steps, length, collisions, replans, bool(info.get("is_success", False)),
-                           seg, tuple(float(v) for v in pose), blocked, history, obs, info)
+                           seg, tuple(float(v) for v in pose), blocked, history, obs, info, recoveries=recoveries,
+                           recovery_steps=recovery_driven)
 
     while True:
         pose = np.asarray(info["pose"], dtype=np.float64)
@@ -244,6 +251,12 @@ def follow_route(env, subgoals: Sequence[Sequence[float]], obs: dict, info: dict
             forward = float(to_robot_frame(target, pose, "xz")[0])
             obstacle = ahead is not None and ahead < cfg.obstacle_m and forward > ahead + 0.3
             reason = monitor.update(dist, bool(info.get("collided", False)), obstacle)
+            if (reason == "collisions" and decider is not None and cfg.recovery_steps > 0
+                    and recovered_seg != seg):  # once per segment: pure pursuit back onto the route's line
+                recovered_seg, recover_left, chunk_left = seg, cfg.recovery_steps, 0
+                recoveries += 1
+                monitor.reset()
+                reason = None
             if reason is not None:
                 blocked = BlockedSegment(seg, tuple(float(v) for v in points[seg]), tuple(float(v) for v in target),
                                          reason, steps, tuple(float(v) for v in pose))
@@ -254,10 +267,13 @@ def follow_route(env, subgoals: Sequence[Sequence[float]], obs: dict, info: dict
                 replans += 1
                 route = _route(new, "replan")
                 points, seg, chunk_left = [p.copy()] + route, 0, 0
+                recovered_seg = -1
                 monitor.reset()
                 continue
 
-        if decider is None:
+        if decider is None or recover_left > 0:
+            recovery_driven += int(recover_left > 0)
+            recover_left = max(0, recover_left - 1)
             cmd = np.array(polyline_command(points, seg, pose, cfg.lookahead_m, cfg.v_max), dtype=np.float32)
         else:
             if chunk_left <= 0:

@@ -227,7 +227,7 @@ class _Trace:
 def nav(floorplan: str, goal: str, map: str | None = None, policy: str | None = None,  # noqa: A002
         mode: str = "graph+follower", episodes: int = 1, seed: int = 0, json: str | None = None,
         video: str | None = None, scenario: str | None = None, max_steps: int | None = None,
-        map_seed: int = 0) -> dict:
+        map_seed: int = 0, recovery_steps: int = 20) -> dict:
     """Go to a named place of a building: map it (or load a saved map), plan a route of subgoals over
     its place graph, drive it, and replan around blocked edges (a closed door).
 
@@ -247,6 +247,9 @@ def nav(floorplan: str, goal: str, map: str | None = None, policy: str | None = 
             or a scenario YAML file.
         max_steps: cap on env steps per episode (default: the floor plan's episode length).
         map_seed: seed of the mapping tour.
+        recovery_steps: graph+vla: when the policy's waypoints collide (a segment judged blocked by
+            collisions), pure pursuit drives this many steps back onto the route's line before the edge
+            is blocked, once per segment; 0 blocks at once. Chosen on validation plans (docs/RESULTS.md).
     """
     from planners.scenario import load_scenario
     from stack.results import wilson_interval, write_json
@@ -255,6 +258,8 @@ def nav(floorplan: str, goal: str, map: str | None = None, policy: str | None = 
         raise UsageError(f"--mode: expected one of {list(MODES)}, got {mode!r}")
     if episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {episodes}")
+    if recovery_steps < 0:
+        raise UsageError(f"--recovery_steps must be >= 0 (0: no recovery), got {recovery_steps}")
     plan = _plan(floorplan)
     sc = load_scenario(scenario, plan, max_steps) if scenario else None
     pol = None
@@ -283,7 +288,7 @@ def nav(floorplan: str, goal: str, map: str | None = None, policy: str | None = 
     try:
         for i in bar:
             records.append(_episode(plan, m, places[i], mode, pol, seed + i, sc, max_steps,
-                                    writer if i == 0 else None))
+                                    writer if i == 0 else None, recovery_steps))
             k = sum(r["success"] for r in records)
             bar.set_postfix_str(f"success {k}/{len(records)}")
     finally:
@@ -302,6 +307,8 @@ def nav(floorplan: str, goal: str, map: str | None = None, policy: str | None = 
         "path_length_m": float(np.mean([r["path_length_m"] for r in records])),
         "shortest_path_length_m": float(np.mean([r["shortest_path_length_m"] for r in records])),
         "replans": int(sum(r["replans"] for r in records)),
+        "recoveries": int(sum(r["recoveries"] for r in records)),
+        "recovery_steps": recovery_steps if mode == "graph+vla" else 0,
         "seeds": [seed + i for i in range(episodes)],
         "scenario": scenario, "max_steps": max_steps,
         "mapping_s": m.mapping_s if m is not None else None,
@@ -335,7 +342,7 @@ def _wheeled_policy(policy: str | None, mode: str):
     return pol
 
 
-def _episode(plan, m, place, mode, pol, seed, sc, max_steps, writer) -> dict:
+def _episode(plan, m, place, mode, pol, seed, sc, max_steps, writer, recovery_steps: int = 0) -> dict:
     from planners.navigate import RouteConfig, follow_route
 
     env = _env(plan, place, sc, max_steps)
@@ -380,7 +387,8 @@ def _episode(plan, m, place, mode, pol, seed, sc, max_steps, writer) -> dict:
                 return [list(p) for p in r.subgoals]
 
             # sliding along a door jamb is not a blocked door: that is what no progress and depth detect
-            cfg = RouteConfig(max_steps=max_steps, max_collisions=18)
+            cfg = RouteConfig(max_steps=max_steps, max_collisions=18,
+                              recovery_steps=recovery_steps if mode == "graph+vla" else 0)
             decider = None
             if mode == "graph+vla":
                 from planners.navigate import PolicyWaypointDecider
@@ -399,7 +407,8 @@ def _episode(plan, m, place, mode, pol, seed, sc, max_steps, writer) -> dict:
                 "end": status, "collisions": trace.collisions, "path_length_m": length,
                 "shortest_path_length_m": shortest, "replans": replans, "blocked": history,
                 "start": [float(v) for v in start], "start_room": plan.room_at(start[0], start[1]),
-                "decisions": len(policy_ms), "policy_ms_p50": float(np.median(policy_ms)) if policy_ms else None}
+                "recoveries": res.recoveries if mode != "vla" else 0,
+                "recovery_steps_driven": res.recovery_steps if mode != "vla" else 0, "decisions": len(policy_ms), "policy_ms_p50": float(np.median(policy_ms)) if policy_ms else None}
     finally:
         env.close()
 

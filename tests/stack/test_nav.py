@@ -73,3 +73,6 @@ def test_graph_vla_asks_the_policy_for_waypoints_toward_each_subgoal(subgoal_che
     assert ep["decisions"] == len(seen) >= 4 and ep["policy_ms_p50"] > 0  # a new chunk every 5 steps
     for subgoal, waypoints in seen:
         assert subgoal.shape == (2,) and waypoints.shape == (8, 4) and np.isfinite(waypoints).all()
+    assert res["recovery_steps"] == 20 and ep["recoveries"] * 20 >= ep["recovery_steps_driven"] >= 0
+    with pytest.raises(UsageError, match="--recovery_steps must be >= 0"):
+        nav("three_rooms", "blue room", mode="graph+vla", policy=subgoal_checkpoint, recovery_steps=-1)
