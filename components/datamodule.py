@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from components import action_space
 from components.backbone import load_tokenizer, make_image_processor
+from components.checkpoint_io import reading, require_files
 from components.embodiment import Embodiments
 from components.episode_store import EpisodeStore
 from components.errors import CheckpointNotFoundError, ConfigError, StoreError, StoreNotFoundError
@@ -177,12 +178,14 @@ class WindowDataset(Dataset):
 
 def _base_checkpoint(directory: str) -> tuple[Embodiments, dict[str, dict[str, NormStats]]]:
     """The embodiments and normalization statistics of the checkpoint ``directory`` (checked digest)."""
-    d = Path(directory)
-    if not (d / "embodiments.yaml").is_file() or not (d / "config.json").is_file():
-        raise CheckpointNotFoundError(f"data.base: '{directory}' is not a checkpoint directory (expected "
-                                 "embodiments.yaml, norm_stats.json and config.json there)")
-    sha = json.loads((d / "config.json").read_text()).get("norm_stats_sha256")
-    return Embodiments.load(d / "embodiments.yaml"), load_stats(d / "norm_stats.json", expected_sha256=sha)
+    try:
+        d = require_files(directory, ("config.json", "embodiments.yaml", "norm_stats.json"))
+    except CheckpointNotFoundError as err:
+        raise CheckpointNotFoundError(f"data.base: {err}") from err
+    with reading(d / "config.json", "the checkpoint config"):
+        sha = json.loads((d / "config.json").read_text()).get("norm_stats_sha256")
+    with reading(d, "the processor (embodiments.yaml, norm_stats.json)"):
+        return VLAProcessor.load_specs_and_stats(d, sha)
 
 
 class MixtureDataModule(L.LightningDataModule):

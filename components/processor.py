@@ -140,9 +140,10 @@ class VLAProcessor:
         self.image_processor.save_pretrained(directory / "tokenizer")
         return save_stats(directory / "norm_stats.json", self.norm_stats)
 
-    @classmethod
-    def load(cls, directory: str | Path, stats_sha256: str | None, image_size) -> "VLAProcessor":
-        from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
+    @staticmethod
+    def load_specs_and_stats(directory: str | Path, stats_sha256: str | None) -> tuple[Embodiments, dict]:
+        """A checkpoint directory's embodiment specs and normalization statistics (digest checked; every
+        declared embodiment must have statistics)."""
         directory = Path(directory)
         embodiments = Embodiments.load(directory / "embodiments.yaml")
         norm_stats = load_stats(directory / "norm_stats.json", expected_sha256=stats_sha256)
@@ -151,6 +152,13 @@ class VLAProcessor:
             raise CheckpointError(f"{directory / 'norm_stats.json'}: no normalization statistics for embodiment(s) "
                                   f"{missing} that embodiments.yaml declares (it has {sorted(norm_stats)}); an embodiment "
                                   f"is added to a checkpoint by training on its data (`vla-stack stats`, then `fit`)")
+        return embodiments, norm_stats
+
+    @classmethod
+    def load(cls, directory: str | Path, stats_sha256: str | None, image_size) -> "VLAProcessor":
+        from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
+        directory = Path(directory)
+        embodiments, norm_stats = cls.load_specs_and_stats(directory, stats_sha256)
         return cls(tokenizer=AutoTokenizer.from_pretrained(directory / "tokenizer"),
                    image_processor=Qwen2VLImageProcessorPil.from_pretrained(directory / "tokenizer"),
                    embodiments=embodiments, norm_stats=norm_stats, image_size=image_size)

@@ -23,6 +23,7 @@ docs/ARCHITECTURE.md, Navigation.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol, Sequence
@@ -36,8 +37,10 @@ from components.kinematics import (
     advance_segment,
     bearing,
     polyline_command,
+    subgoal_features,
     to_robot_frame,
 )
+from planners.episode import policy_seed
 from planners.follower import FollowerConfig, WaypointFollower
 
 
@@ -133,10 +136,6 @@ class PolicyWaypointDecider:
         self.policy_ms: list[float] = []
 
     def waypoints(self, obs: dict, subgoal: np.ndarray) -> np.ndarray:
-        import time
-
-        from components.kinematics import subgoal_features
-        from planners.episode import policy_seed
         state = np.concatenate([np.asarray(obs["state"], dtype=np.float32)[:2], subgoal_features(subgoal)])
         t0 = time.perf_counter()
         out = self.policy.sample_limited({"images": obs["images"], "state": state}, self.embodiment, self.instruction,

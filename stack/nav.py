@@ -358,6 +358,7 @@ def _episode(plan, m, place, mode, pol, seed, sc, max_steps, writer, recovery_st
         replans = 0
         history: list[dict] = []
         policy_ms: list[float] = []
+        recoveries = recovery_driven = 0
         if mode == "vla":
             from planners.episode import PolicyDecider, run_episode
             spec = pol.processor.embodiments["wheeled"]
@@ -395,6 +396,7 @@ def _episode(plan, m, place, mode, pol, seed, sc, max_steps, writer, recovery_st
                 decider = PolicyWaypointDecider(pol, info["instruction"], seed)
             res = follow_route(trace.env, r.subgoals, obs, info, decider=decider, replan=replan, config=cfg)
             success, steps, status = res.success, res.steps, res.status
+            recoveries, recovery_driven = res.recoveries, res.recovery_steps
             if decider is not None:
                 policy_ms = decider.policy_ms
         poses = np.array(trace.poses)
@@ -407,8 +409,8 @@ def _episode(plan, m, place, mode, pol, seed, sc, max_steps, writer, recovery_st
                 "end": status, "collisions": trace.collisions, "path_length_m": length,
                 "shortest_path_length_m": shortest, "replans": replans, "blocked": history,
                 "start": [float(v) for v in start], "start_room": plan.room_at(start[0], start[1]),
-                "recoveries": res.recoveries if mode != "vla" else 0,
-                "recovery_steps_driven": res.recovery_steps if mode != "vla" else 0, "decisions": len(policy_ms), "policy_ms_p50": float(np.median(policy_ms)) if policy_ms else None}
+                "recoveries": recoveries, "recovery_steps_driven": recovery_driven, "decisions": len(policy_ms),
+                "policy_ms_p50": float(np.median(policy_ms)) if policy_ms else None}
     finally:
         env.close()
 
