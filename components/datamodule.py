@@ -99,9 +99,12 @@ def open_checked_stores(paths: list[str], where: str = "data.datasets",
         except StoreError as err:
             raise StoreError(f"{where}[{i}]: {err}") from err
     names = sorted({s.embodiment for s in stores})
-    embodiments = Embodiments.from_config_dir([n for n in names if known is None or n not in known])
-    if known is not None:  # the specs a base checkpoint was trained with win over configs/embodiments
-        embodiments = Embodiments([known[n] for n in known.names()] + list(embodiments))
+    new = [n for n in names if known is None or n not in known]
+    if known is None:
+        embodiments = Embodiments.from_config_dir(new)
+    else:  # the specs a base checkpoint was trained with win over configs/embodiments
+        embodiments = Embodiments([known[n] for n in known.names()]
+                                  + (list(Embodiments.from_config_dir(new)) if new else []))
     for s in stores:
         for episode, why in s.skipped.items():
             warnings.warn(f"skipping damaged episode {episode}: {why}", stacklevel=2)
@@ -190,7 +193,8 @@ def _base_checkpoint(directory: str) -> tuple[Embodiments, dict[str, dict[str, N
 
 class MixtureDataModule(L.LightningDataModule):
     """Stores mixed by weight. ``model`` names the model config whose tokenizer and image size the
-    samples are prepared for (linked from the model's ``model`` argument by the CLI).
+    samples are prepared for, ``model_overrides`` its overrides (a motion adapter's frames); the CLI
+    links both from the model's arguments.
 
     ``val_episodes``: the last N episodes of each store are held out for validation/test; 0 uses
     (a fixed subset of) the training frames, which is what an overfitting check wants.
@@ -207,7 +211,7 @@ class MixtureDataModule(L.LightningDataModule):
                  num_workers: int = 2, samples_per_epoch: int = 1024, val_episodes: int = 0,
                  val_samples: int = 64, norm_stats: str | None = None, seed: int = 0,
                  skip_damaged_episodes: bool = False, base: str | None = None,
-                 share_stats: dict[str, str] | None = None):
+                 share_stats: dict[str, str] | None = None, model_overrides: dict | None = None):
         super().__init__()
         if share_stats and not base:
             raise ConfigError("data.share_stats names embodiments of a base checkpoint, but data.base is not set")
@@ -217,6 +221,7 @@ class MixtureDataModule(L.LightningDataModule):
             raise ConfigError("data.datasets is empty: give at least one {path, weight} episode store")
         self.datasets = [d if isinstance(d, DatasetEntry) else DatasetEntry(**d) for d in datasets]
         self.model = model
+        self.model_overrides = model_overrides
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.samples_per_epoch = samples_per_epoch
@@ -253,9 +258,11 @@ class MixtureDataModule(L.LightningDataModule):
         else:
             stats = (load_stats(self.norm_stats_path) if self.norm_stats_path
                      else compute_embodiment_stats(stores, embodiments))
-        cfg = load_model_config(self.model).backbone
+        model_cfg = load_model_config(self.model, self.model_overrides)
+        cfg = model_cfg.backbone
         self.processor = VLAProcessor(load_tokenizer(cfg), make_image_processor(cfg), embodiments, stats,
                                       cfg.image_size)
+        self.processor.set_motion(model_cfg.decoder.motion_adapter, model_cfg.decoder.motion_size)
         paths, train, val, weights = [], [], [], []  # one item per share of the mixture
         for s, entry in zip(stores, self.datasets):
             n_val = min(self.val_episodes, s.n_episodes - 1)

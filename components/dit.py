@@ -18,6 +18,17 @@ values adds to the state token and to the conditioning of every block, multiplie
 state has those slots (its state mask). A sample without them gets exactly what a decoder without the
 adapter gives, so an adapter trained alone adds a state input to a trained decoder without changing any
 other embodiment's actions (GR00T keeps embodiment-specific state encoders for the same reason).
+
+Motion adapter (``motion_adapter``: camera names, e.g. ``[front, past]`` of the ``video`` embodiment): a
+small CNN over those cameras' raw frames at ``motion_size`` and their differences, for samples whose
+embodiment has all of these cameras (the processor's ``motion_gate``). Like the slot adapter it adds to
+the state token and to every block's conditioning, starts at zero and is gated, so it can train alone
+and leave every other embodiment's actions bit for bit as they were. For its samples it replaces the
+image readout's conditioning (which, fed two cameras where the wheeled base has one, swamped the
+decoder: flow loss ~100 against ~1) with its own. A linear head on its features regresses the chunk's
+waypoints directly (``VLA.loss_terms``: ``motion``), a gradient for the CNN that does not have to pass
+through the frozen decoder. It sees pixels the 16-pixel patch
+tokens of the tiny backbone blur away: how far the scene moved between the two frames.
 """
 from __future__ import annotations
 
@@ -44,9 +55,18 @@ class DiTConfig:
     readout_dim: int = 16   # numbers per camera token in the readout
     slot_adapter: tuple[str, ...] = ()  # canonical state slots the slot adapter reads (empty: none)
     slot_adapter_hidden: int = 128
+    motion_adapter: tuple[str, ...] = ()  # cameras the motion adapter reads (empty: none)
+    motion_size: tuple[int, int] = (45, 80)  # (height, width) its frames are resized to
+    motion_channels: int = 32
+    motion_slots: tuple[str, ...] = ("wp_x", "wp_y", "wp_cos", "wp_sin")  # canonical slots its head regresses
+    motion_horizon: int = 8  # chunk steps its head regresses
+    motion_loss_weight: float = 1.0  # of the head's loss, beside the flow loss
 
     def __post_init__(self):
         self.slot_adapter = tuple(self.slot_adapter)
+        self.motion_adapter = tuple(self.motion_adapter)
+        self.motion_size = tuple(self.motion_size)
+        self.motion_slots = tuple(self.motion_slots)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Tensor:
@@ -115,6 +135,39 @@ class DiTBlock(nn.Module):
         return x + g3[:, None] * self.mlp(modulate(self.norm3(x), s3, c3))
 
 
+class MotionAdapter(nn.Module):
+    """Frames ``[B, n, 3, h, w]`` uint8 -> ``([B, out], [B, trajectory])``: a strided CNN over the n frames
+    and the differences of each to the first, flattened (where things moved matters), a feature vector,
+    a linear head that regresses the chunk itself (trained with a direct loss, ``VLA.loss``: a clear
+    gradient for the CNN that the frozen decoder alone does not give), and the output layer over both,
+    which starts at zero."""
+
+    def __init__(self, cameras: int, size: tuple[int, int], channels: int, out: int, trajectory: int):
+        super().__init__()
+        self.size = tuple(size)
+        c = channels
+        layers, cin = [], 3 * (2 * cameras - 1)
+        for cout, k in ((c, 5), (2 * c, 3), (2 * c, 3), (2 * c, 3)):
+            layers += [nn.Conv2d(cin, cout, k, stride=2, padding=k // 2), nn.GroupNorm(8, cout), nn.SiLU()]
+            cin = cout
+        self.cnn = nn.Sequential(*layers)
+        h, w = self.size
+        for _ in range(4):
+            h, w = (h + 1) // 2, (w + 1) // 2
+        self.trunk = nn.Sequential(nn.Flatten(), nn.Linear(cin * h * w, 256), nn.SiLU())
+        self.trajectory = nn.Linear(256, trajectory)
+        self.out = nn.Linear(256 + trajectory, out)
+        nn.init.zeros_(self.out.weight)  # starts as no adapter
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = frames.to(self.out.weight.dtype) / 127.5 - 1.0  # [B, n, 3, h, w]
+        x = torch.cat([x, x[:, 1:] - x[:, :1]], dim=1).flatten(1, 2)
+        z = self.trunk(self.cnn(x))
+        trajectory = self.trajectory(z)
+        return self.out(torch.cat([z, trajectory], dim=1)), trajectory
+
+
 class DiT(nn.Module):
     """Predicts the flow velocity ``v [B, H, D]`` of noisy action chunks ``x_t [B, H, D]``."""
 
@@ -141,6 +194,11 @@ class DiT(nn.Module):
             self.slot_adapter = nn.Sequential(nn.Linear(n, a), nn.SiLU(), nn.Linear(a, a), nn.SiLU(), nn.Linear(a, 2 * h))
             nn.init.zeros_(self.slot_adapter[-1].weight)  # starts as no adapter
             nn.init.zeros_(self.slot_adapter[-1].bias)
+        if cfg.motion_adapter:
+            from components.action_space import slot_indices
+            self.register_buffer("motion_slot_index", torch.as_tensor(slot_indices(cfg.motion_slots)), persistent=False)
+            self.motion_adapter = MotionAdapter(len(cfg.motion_adapter), cfg.motion_size, cfg.motion_channels, 2 * h,
+                                                cfg.motion_horizon * len(cfg.motion_slots))
         self.final_norm = nn.LayerNorm(h, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(h, 2 * h))
         self.final = nn.Linear(h, d)
@@ -166,11 +224,30 @@ class DiT(nn.Module):
         packed = torch.einsum("blr,bld->brd", place, self.readout_proj(p))  # [B, R, readout_dim]
         return kv, self.readout(packed.flatten(1))
 
+    def motion_features(self, frames: torch.Tensor | None, gate: torch.Tensor | None,
+                        with_trajectory: bool = False):
+        """``[B, 2*hidden + 1]`` from ``frames [B, cameras, 3, h, w]`` uint8 and ``gate [B]`` (1: the sample's
+        embodiment has the adapter's cameras): the adapter's output, zero where the gate is 0, then the
+        gate; None without a motion adapter. ``with_trajectory``: also its head's regressed chunk
+        ``[B, motion_horizon, len(motion_slots)]`` (normalized, for the head's loss)."""
+        if not self.cfg.motion_adapter:
+            return None
+        if frames is None or gate is None:
+            raise ValueError("this decoder has a motion adapter (decoder.motion_adapter): the batch needs "
+                             "'motion_frames' and 'motion_gate' (VLAProcessor.collate adds them)")
+        g = gate.to(self.pos.dtype)[:, None]
+        out, trajectory = self.motion_adapter(frames)
+        motion = torch.cat([out * g, g], dim=1)
+        if with_trajectory:
+            return motion, trajectory.reshape(len(out), self.cfg.motion_horizon, len(self.cfg.motion_slots))
+        return motion
+
     def forward(self, x_t, t, state, state_mask, dim_mask, cross_kv, prefix_mask, time_mask=None,
-                cond=None):
+                cond=None, motion=None):
         """``x_t [B*K,H,D]``, ``t [B*K]``, ``state/state_mask/dim_mask [B*K,D]``, ``prefix_mask [B,L]``
         bool, ``time_mask [B*K,H]`` bool or None (all valid), ``cond [B, hidden]`` the image readout's
-        conditioning (``encode_prefix``) or None. Returns ``v [B*K,H,D]``."""
+        conditioning (``encode_prefix``) or None, ``motion [B, 2*hidden + 1]`` the motion adapter's output
+        and gate (``motion_features``) or None. Returns ``v [B*K,H,D]``."""
         b, horizon, d = x_t.shape
         dm = dim_mask.to(x_t.dtype)
         act = self.action_in(torch.cat([x_t, dm[:, None].expand(b, horizon, d)], dim=-1))
@@ -180,6 +257,13 @@ class DiT(nn.Module):
             gate = state_mask[:, self.adapter_slots].all(dim=-1, keepdim=True).to(x_t.dtype)
             extra = (self.slot_adapter(state[:, self.adapter_slots]) * gate).chunk(2, dim=-1)
             st = st + extra[0][:, None]
+        if motion is not None and self.cfg.motion_adapter:  # gated to exactly 0 for other embodiments
+            m = motion[:, None].expand(motion.shape[0], b // motion.shape[0], motion.shape[1]).reshape(b, -1)
+            m_token, m_cond = m[:, :self.cfg.hidden], m[:, self.cfg.hidden:-1]
+            st = st + m_token[:, None]
+            extra = (None, m_cond) if extra is None else (extra[0], extra[1] + m_cond)
+            if cond is not None:  # the adapter replaces the image readout (x * 1 is x exactly)
+                cond = cond * (1.0 - motion[:, -1:])
         x = torch.cat([st, act], dim=1) + self.pos[:, : 1 + horizon]
         token_mask = None
         if time_mask is not None:

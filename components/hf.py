@@ -168,9 +168,11 @@ class VLAStackProcessor:
         require_tokenizer(directory)
         with reading(directory / "config.json", "the model configuration"):
             raw = json.loads((directory / "config.json").read_text())
-            image_size = VLAConfig.from_dict(raw["vla"]).backbone.image_size
+            vla_config = VLAConfig.from_dict(raw["vla"])
         with reading(directory, "the processor (embodiments.yaml, norm_stats.json, tokenizer/)"):
-            return cls(VLAProcessor.load(directory, raw.get("norm_stats_sha256"), image_size))
+            processor = VLAProcessor.load(directory, raw.get("norm_stats_sha256"), vla_config.backbone.image_size)
+        processor.set_motion(vla_config.decoder.motion_adapter, vla_config.decoder.motion_size)
+        return cls(processor)
 
     @property
     def embodiments(self) -> list[str]:

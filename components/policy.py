@@ -73,6 +73,7 @@ class Policy:
     def __init__(self, vla: VLA, processor: VLAProcessor, onnx_decoder: OnnxDecoder | None = None):
         self.vla = vla.eval()
         self.processor = processor
+        processor.set_motion(vla.config.decoder.motion_adapter, vla.config.decoder.motion_size)
         self.onnx_decoder = onnx_decoder
 
     @classmethod
@@ -127,7 +128,8 @@ class Policy:
             prefix = self.vla.backbone(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
                                        batch["image_grid_thw"])
             chunks = self.onnx_decoder(noise, prefix, self.vla.decoder_mask(batch), batch["state"],
-                                       batch["state_mask"], batch["dim_mask"], self.vla.image_mask(batch))
+                                       batch["state_mask"], batch["dim_mask"], self.vla.image_mask(batch),
+                                       self.vla.motion(batch))
         else:
             chunks = self.vla.sample(batch, spec.chunk_horizon, num_samples, num_steps, noise=noise)
         return self.processor.decode_actions(chunks[0], embodiment)

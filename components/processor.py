@@ -41,6 +41,13 @@ class VLAProcessor:
         self.tokens_per_image = (self.image_size[0] // patch) * (self.image_size[1] // patch) // (merge * merge)
         self._prompt_ids = lru_cache(maxsize=256)(self._build_prompt_ids)
         self._turn_start_id = tokenizer.convert_tokens_to_ids("<|im_start|>")
+        self.motion_cameras: tuple[str, ...] = ()
+        self.motion_size: tuple[int, int] = (0, 0)
+
+    def set_motion(self, cameras, size) -> None:
+        """Add the frames of ``cameras`` at ``size`` (h, w) to each sample, for a decoder with a motion
+        adapter (``DiTConfig.motion_adapter``); ``()`` adds none."""
+        self.motion_cameras, self.motion_size = tuple(cameras), tuple(size)
 
     # ---- prompt ------------------------------------------------------------------------------
     def prompt_text(self, spec: EmbodimentSpec, instruction: str) -> str:
@@ -73,7 +80,7 @@ class VLAProcessor:
         if spec.state_dim:
             padded_state = action_space.pad(np.asarray(state, np.float32), spec.state_indices)
             padded_state = self.stats(embodiment)["state"].normalize(padded_state).astype(np.float32)
-        return {
+        sample = {
             "input_ids": (ids := np.asarray(self._prompt_ids(embodiment, instruction), np.int64)),
             # where the user turn (camera tokens + instruction) starts: the last <|im_start|>
             "user_start": int(np.flatnonzero(ids == self._turn_start_id)[-1]),
@@ -83,6 +90,14 @@ class VLAProcessor:
             "state_mask": spec.state_mask,
             "dim_mask": spec.action_mask,
         }
+        if self.motion_cameras:
+            h, w = self.motion_size
+            has = all(c in spec.camera_names for c in self.motion_cameras)
+            sample["motion_gate"] = np.float32(has)
+            sample["motion_frames"] = (np.stack([resize_image(images[c], h, w).transpose(2, 0, 1)
+                                                 for c in self.motion_cameras]) if has
+                                       else np.zeros((len(self.motion_cameras), 3, h, w), np.uint8))
+        return sample
 
     def encode_actions(self, actions: np.ndarray, time_mask: np.ndarray, embodiment: str) -> dict:
         """Raw ``actions [H, A]`` -> normalized, padded ``[H, D]`` (padding rows zeroed)."""
@@ -118,7 +133,7 @@ class VLAProcessor:
             "pixel_values": torch.from_numpy(np.concatenate([s["pixel_values"] for s in samples])),
             "image_grid_thw": torch.from_numpy(np.concatenate([s["image_grid_thw"] for s in samples])),
         }
-        for key in ("state", "state_mask", "dim_mask"):
+        for key in ("state", "state_mask", "dim_mask") + (("motion_frames", "motion_gate") if "motion_gate" in samples[0] else ()):
             batch[key] = torch.from_numpy(np.stack([s[key] for s in samples]))
         if "actions" in samples[0]:
             horizon = max(len(s["actions"]) for s in samples)

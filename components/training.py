@@ -24,7 +24,7 @@ def export_pretrained(vla: VLA, processor: VLAProcessor, directory: str | Path) 
     return directory
 
 
-ADDABLE = ("decoder.readout_proj.", "decoder.readout.", "decoder.slot_adapter.")  # modules init_from may add
+ADDABLE = ("decoder.readout_proj.", "decoder.readout.", "decoder.slot_adapter.", "decoder.motion_adapter.")  # modules init_from may add
 
 
 PARTS = ("backbone", "decoder")
@@ -143,12 +143,20 @@ class VLAModule(ExportsOnCheckpoint, L.LightningModule):
             self.processor = datamodule.processor
 
     def training_step(self, batch, batch_idx):
-        loss = self.vla.loss(batch)
+        terms = self.vla.loss_terms(batch)
+        loss = sum(terms.values())
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        if len(terms) > 1:
+            for name, value in terms.items():
+                self.log(f"train/{name}_loss", value, batch_size=len(batch["input_ids"]))
         return loss
 
     def validation_step(self, batch, batch_idx):
-        self.log("val/loss", self.vla.loss(batch), prog_bar=True, batch_size=len(batch["input_ids"]), sync_dist=True)
+        terms = self.vla.loss_terms(batch)
+        self.log("val/loss", sum(terms.values()), prog_bar=True, batch_size=len(batch["input_ids"]), sync_dist=True)
+        if len(terms) > 1:
+            for name, value in terms.items():
+                self.log(f"val/{name}_loss", value, batch_size=len(batch["input_ids"]), sync_dist=True)
 
     def test_step(self, batch, batch_idx):
         self.log("test/loss", self.vla.loss(batch), batch_size=len(batch["input_ids"]), sync_dist=True)

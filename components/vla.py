@@ -109,6 +109,7 @@ class Prefix:
     cross_kv: list[tuple[torch.Tensor, torch.Tensor]]
     mask: torch.Tensor  # [B, L] bool
     cond: torch.Tensor | None = None  # [B, hidden]: the image readout's conditioning (DiT)
+    motion: torch.Tensor | None = None  # [B, 2*hidden]: the motion adapter's output (DiT)
 
 
 
@@ -121,12 +122,17 @@ class VLA(nn.Module):
         self.decoder = DiT(config.decoder)
 
     # ---- the two halves ----------------------------------------------------------------------
-    def encode(self, batch: dict) -> Prefix:
-        """Backbone once, then the decoder's cross-attention K/V once."""
+    def encode(self, batch: dict, motion: torch.Tensor | None = None) -> Prefix:
+        """Backbone once, then the decoder's cross-attention K/V once (``motion``: the motion adapter's
+        output when the caller has it already)."""
         prefix = self.backbone(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
                                batch["image_grid_thw"])
         kv, cond = self.decoder.encode_prefix(prefix, self.image_mask(batch))
-        return Prefix(kv, self.decoder_mask(batch), cond)
+        return Prefix(kv, self.decoder_mask(batch), cond, self.motion(batch) if motion is None else motion)
+
+    def motion(self, batch: dict) -> torch.Tensor | None:
+        """The motion adapter's ``[B, 2*hidden]`` for a collated batch (None without one)."""
+        return self.decoder.motion_features(batch.get("motion_frames"), batch.get("motion_gate"))
 
     def image_mask(self, batch: dict) -> torch.Tensor | None:
         """``[B, L]`` bool marking the camera tokens the decoder's image readout reads (None when the
@@ -153,15 +159,32 @@ class VLA(nn.Module):
 
     def velocity(self, x_t, t, batch, prefix: Prefix, time_mask=None):
         return self.decoder(x_t, t, batch["state"], batch["state_mask"], batch["dim_mask"],
-                            prefix.cross_kv, prefix.mask, time_mask, prefix.cond)
+                            prefix.cross_kv, prefix.mask, time_mask, prefix.cond, prefix.motion)
 
     # ---- training ----------------------------------------------------------------------------
     def loss(self, batch: dict) -> torch.Tensor:
-        """Masked flow-matching loss. ``batch["actions"] [B,H,D]`` normalized, ``time_mask [B,H]``,
-        ``dim_mask [B,D]``."""
-        return flow_matching_loss(
-            lambda x_t, t: self.velocity(x_t, t, batch, self.encode(batch), batch["time_mask"]),
+        """Masked flow-matching loss (plus the motion head's, :meth:`loss_terms`). ``batch["actions"]
+        [B,H,D]`` normalized, ``time_mask [B,H]``, ``dim_mask [B,D]``."""
+        return sum(self.loss_terms(batch).values())
+
+    def loss_terms(self, batch: dict) -> dict[str, torch.Tensor]:
+        """``{"flow": ...}``, and with a motion adapter ``"motion"``: its head's mean squared error to the
+        normalized chunk on its slots, over the samples it is gated on, times ``motion_loss_weight``."""
+        cfg, motion, terms = self.config.decoder, None, {}
+        if cfg.motion_adapter:
+            motion, trajectory = self.decoder.motion_features(batch.get("motion_frames"), batch.get("motion_gate"),
+                                                              with_trajectory=True)
+            h = min(cfg.motion_horizon, batch["actions"].shape[1])
+            target = batch["actions"][:, :h, self.decoder.motion_slot_index]
+            mask = (batch["motion_gate"][:, None, None] * batch["time_mask"][:, :h, None]
+                    * batch["dim_mask"][:, None, self.decoder.motion_slot_index]).to(target.dtype)
+            err = ((trajectory[:, :h] - target) ** 2 * mask).sum() / mask.sum().clamp(min=1)
+            terms["motion"] = cfg.motion_loss_weight * err
+        prefix = self.encode(batch, motion)
+        terms["flow"] = flow_matching_loss(
+            lambda x_t, t: self.velocity(x_t, t, batch, prefix, batch["time_mask"]),
             batch["actions"], batch["time_mask"], batch["dim_mask"], self.config.time_beta)
+        return terms
 
     # ---- inference ---------------------------------------------------------------------------
     @torch.no_grad()

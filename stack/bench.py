@@ -42,7 +42,7 @@ def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, 
     import torch
 
     from components.datamodule import DatasetEntry, MixtureDataModule
-    from components.onnx_export import OnnxDecoder, export_decoder, image_mask_input
+    from components.onnx_export import OnnxDecoder, export_decoder, image_mask_input, motion_input
     from components.policy import Policy
     from components.synthetic import synthetic_observation
     from stack.commands import synth
@@ -89,7 +89,7 @@ def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, 
                 lambda: _decoder_only(vla, hidden, ob_batch, noise8, num_steps))
             rows[f"decoder loop {tag} onnxruntime"] = timed(lambda: onnx(
                 noise8, hidden, vla.decoder_mask(ob_batch), ob_batch["state"], ob_batch["state_mask"],
-                ob_batch["dim_mask"], image_mask_input(vla, ob_batch)))
+                ob_batch["dim_mask"], image_mask_input(vla, ob_batch), motion_input(vla, ob_batch)))
 
     # training and data loading on the same machine, same run
     stores = data or synth(out_dir=str(tmp / "data"), episodes=4, steps=30, embodiments=pol.embodiments)
@@ -153,10 +153,10 @@ def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, 
 
 def _decoder_only(vla, hidden, batch, noise, num_steps):
     """The torch twin of the exported graph: cross K/V from the prefix, then the Euler loop."""
-    from components.onnx_export import DecoderSampler, image_mask_input
+    from components.onnx_export import DecoderSampler, image_mask_input, motion_input
     return DecoderSampler(vla.decoder, num_steps)(noise, hidden, vla.decoder_mask(batch), batch["state"],
                                                   batch["state_mask"], batch["dim_mask"],
-                                                  image_mask_input(vla, batch))
+                                                  image_mask_input(vla, batch), motion_input(vla, batch))
 
 
 def bench_latency(model: str = "tiny", embodiment: str = "aloha", device: str = "cpu", dtype: str = "float32",

@@ -73,6 +73,7 @@ def lightning_main(args: list[str]) -> None:
     class VLACLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
             parser.link_arguments("model.model", "data.model")
+            parser.link_arguments("model.overrides", "data.model_overrides")
 
     VLACLI(VLAModule, MixtureDataModule, args=args, save_config_kwargs={"overwrite": True})
 

@@ -138,3 +138,49 @@ def test_adding_a_state_input_leaves_every_other_embodiment_bit_identical(tiny_c
     obs = {"images": {c.name: np.full((c.height, c.width, 3), 90, np.uint8) for c in nav.cameras},
            "state": np.array([0.3, 0.0, 2.0, 1.0, 0.89, 0.45], np.float32)}
     assert new.sample(obs, "wheeled_nav", "go to the kitchen", seed=1).shape == (1, 8, 4)
+
+
+def test_training_the_motion_adapter_alone_leaves_every_other_embodiment_bit_for_bit(tiny_checkpoint, synthetic_stores,
+                                                                                     tmp_path):
+    """configs/train/video_tiny.yaml's recipe on synthetic data: the video embodiment gets a motion adapter
+    (components/dit.py); the robots' weights and actions stay as they were."""
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from components.policy import Policy
+    from components.training import export_pretrained
+    from components.vla import VLA
+
+    pol = Policy.from_pretrained(tiny_checkpoint)
+    vla = VLA(pol.vla.config)
+    vla.load_state_dict(pol.vla.state_dict())
+    torch.manual_seed(0)
+    with torch.no_grad():  # a "trained" base: its zero-initialised output layers filled
+        for p in vla.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05)
+    base_dir = str(export_pretrained(vla, pol.processor, tmp_path / "base"))
+    datasets = json.dumps([{"path": synthetic_stores["video"], "weight": 1.0}])
+    run = vla_stack(["fit", *CONFIG, f"--data.datasets={datasets}", "--data.batch_size=4", "--data.num_workers=0",
+                     "--trainer.limit_val_batches=0", "--trainer.max_steps=3", f"--data.base={base_dir}",
+                     f"--model.init_from={base_dir}", "--model.freeze_backbone=true",
+                     "--model.overrides={decoder: {motion_adapter: [front, past]}}",
+                     "--model.train_only=[decoder.motion_adapter]", "--model.lr=0.05", "--model.warmup_steps=0"],
+                    tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "runs/vla_tiny/pretrained"
+    a, b = load_file(str(Path(base_dir) / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # every base weight as it was
+    added = sorted(set(b) - set(a))
+    assert added and all(k.startswith("decoder.motion_adapter.") for k in added)
+    assert b["decoder.motion_adapter.out.weight"].any()  # the zero-initialised last layer trained
+    base, new = Policy.from_pretrained(base_dir), Policy.from_pretrained(out)
+    for name in ("fetch", "wheeled", "aloha"):
+        spec = base.processor.embodiments[name]
+        obs = {"images": {c.name: np.full((c.height, c.width, 3), 90, np.uint8) for c in spec.cameras},
+               "state": np.zeros(spec.state_dim, np.float32)}
+        np.testing.assert_array_equal(base.sample(obs, name, "go", seed=1), new.sample(obs, name, "go", seed=1))
+    spec = base.processor.embodiments["video"]
+    rng = np.random.default_rng(0)
+    obs = {"images": {c.name: rng.integers(0, 255, (c.height, c.width, 3), dtype=np.uint8) for c in spec.cameras}}
+    assert np.abs(base.sample(obs, "video", "go", seed=1) - new.sample(obs, "video", "go", seed=1)).max() > 1e-4
