@@ -99,12 +99,9 @@ def open_checked_stores(paths: list[str], where: str = "data.datasets",
         except StoreError as err:
             raise StoreError(f"{where}[{i}]: {err}") from err
     names = sorted({s.embodiment for s in stores})
-    new = [n for n in names if known is None or n not in known]
-    if known is None:
-        embodiments = Embodiments.from_config_dir(new)
-    else:  # the specs a base checkpoint was trained with win over configs/embodiments
-        embodiments = Embodiments([known[n] for n in known.names()]
-                                  + (list(Embodiments.from_config_dir(new)) if new else []))
+    embodiments = Embodiments.from_config_dir([n for n in names if known is None or n not in known])
+    if known is not None:  # the specs a base checkpoint was trained with win over configs/embodiments
+        embodiments = Embodiments([known[n] for n in known.names()] + list(embodiments))
     for s in stores:
         for episode, why in s.skipped.items():
             warnings.warn(f"skipping damaged episode {episode}: {why}", stacklevel=2)

@@ -27,8 +27,8 @@ and leave every other embodiment's actions bit for bit as they were. For its sam
 image readout's conditioning (which, fed two cameras where the wheeled base has one, swamped the
 decoder: flow loss ~100 against ~1) with its own. A linear head on its features regresses the chunk's
 waypoints directly (``VLA.loss_terms``: ``motion``), a gradient for the CNN that does not have to pass
-through the frozen decoder. It sees pixels the 16-pixel patch
-tokens of the tiny backbone blur away: how far the scene moved between the two frames.
+through the frozen decoder. It sees pixels the 16-pixel patch tokens of the tiny backbone blur away:
+how far the scene moved between the two frames.
 """
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ class DiTBlock(nn.Module):
 class MotionAdapter(nn.Module):
     """Frames ``[B, n, 3, h, w]`` uint8 -> ``([B, out], [B, trajectory])``: a strided CNN over the n frames
     and the differences of each to the first, flattened (where things moved matters), a feature vector,
-    a linear head that regresses the chunk itself (trained with a direct loss, ``VLA.loss``: a clear
+    a linear head that regresses the chunk itself (trained with a direct loss, ``VLA.loss_terms``: a clear
     gradient for the CNN that the frozen decoder alone does not give), and the output layer over both,
     which starts at zero."""
 

@@ -304,7 +304,7 @@ class Embodiments:
     @classmethod
     def from_config_dir(cls, names: list[str] | None = None, directory: Path = EMBODIMENT_DIR) -> "Embodiments":
         available = {p.stem: p for p in sorted(Path(directory).glob("*.yaml"))}
-        names = names or list(available)
+        names = list(available) if names is None else list(names)  # None: all; []: none
         unknown = [n for n in names if n not in available]
         if unknown:
             raise EmbodimentError(f"unknown embodiment(s) {unknown}; {directory} has {sorted(available)}")

@@ -142,21 +142,21 @@ class VLAModule(ExportsOnCheckpoint, L.LightningModule):
         if datamodule is not None and datamodule.processor is not None:
             self.processor = datamodule.processor
 
-    def training_step(self, batch, batch_idx):
+    def _logged_loss(self, stage: str, batch, **kwargs) -> torch.Tensor:
+        """The loss, logged as ``<stage>/loss``, and each of its terms when it has several."""
         terms = self.vla.loss_terms(batch)
         loss = sum(terms.values())
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]), **kwargs)
         if len(terms) > 1:
             for name, value in terms.items():
-                self.log(f"train/{name}_loss", value, batch_size=len(batch["input_ids"]))
+                self.log(f"{stage}/{name}_loss", value, batch_size=len(batch["input_ids"]), **kwargs)
         return loss
 
+    def training_step(self, batch, batch_idx):
+        return self._logged_loss("train", batch)
+
     def validation_step(self, batch, batch_idx):
-        terms = self.vla.loss_terms(batch)
-        self.log("val/loss", sum(terms.values()), prog_bar=True, batch_size=len(batch["input_ids"]), sync_dist=True)
-        if len(terms) > 1:
-            for name, value in terms.items():
-                self.log(f"val/{name}_loss", value, batch_size=len(batch["input_ids"]), sync_dist=True)
+        self._logged_loss("val", batch, sync_dist=True)
 
     def test_step(self, batch, batch_idx):
         self.log("test/loss", self.vla.loss(batch), batch_size=len(batch["input_ids"]), sync_dist=True)

@@ -109,7 +109,7 @@ class Prefix:
     cross_kv: list[tuple[torch.Tensor, torch.Tensor]]
     mask: torch.Tensor  # [B, L] bool
     cond: torch.Tensor | None = None  # [B, hidden]: the image readout's conditioning (DiT)
-    motion: torch.Tensor | None = None  # [B, 2*hidden]: the motion adapter's output (DiT)
+    motion: torch.Tensor | None = None  # [B, 2*hidden + 1]: the motion adapter's output and gate (DiT)
 
 
 
@@ -130,9 +130,10 @@ class VLA(nn.Module):
         kv, cond = self.decoder.encode_prefix(prefix, self.image_mask(batch))
         return Prefix(kv, self.decoder_mask(batch), cond, self.motion(batch) if motion is None else motion)
 
-    def motion(self, batch: dict) -> torch.Tensor | None:
-        """The motion adapter's ``[B, 2*hidden]`` for a collated batch (None without one)."""
-        return self.decoder.motion_features(batch.get("motion_frames"), batch.get("motion_gate"))
+    def motion(self, batch: dict, with_trajectory: bool = False):
+        """The motion adapter's ``[B, 2*hidden + 1]`` for a collated batch (None without one);
+        ``with_trajectory``: also its head's chunk (``DiT.motion_features``)."""
+        return self.decoder.motion_features(batch.get("motion_frames"), batch.get("motion_gate"), with_trajectory)
 
     def image_mask(self, batch: dict) -> torch.Tensor | None:
         """``[B, L]`` bool marking the camera tokens the decoder's image readout reads (None when the
@@ -172,8 +173,7 @@ class VLA(nn.Module):
         normalized chunk on its slots, over the samples it is gated on, times ``motion_loss_weight``."""
         cfg, motion, terms = self.config.decoder, None, {}
         if cfg.motion_adapter:
-            motion, trajectory = self.decoder.motion_features(batch.get("motion_frames"), batch.get("motion_gate"),
-                                                              with_trajectory=True)
+            motion, trajectory = self.motion(batch, with_trajectory=True)
             h = min(cfg.motion_horizon, batch["actions"].shape[1])
             target = batch["actions"][:, :h, self.decoder.motion_slot_index]
             mask = (batch["motion_gate"][:, None, None] * batch["time_mask"][:, :h, None]

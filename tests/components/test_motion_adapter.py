@@ -24,15 +24,13 @@ def motion_batch(datamodule):
     processor = copy.copy(datamodule.processor)
     processor.set_motion(["front", "past"], (45, 80))
     ds = datamodule.train_set
-    samples = []
-    for off in ds.offsets[:-1]:  # one sample of every embodiment, encoded with the motion frames
-        j = int(np.searchsorted(ds.offsets, off, side="right") - 1)
-        store = ds.store(j)
-        spec = processor.embodiments[store.embodiment]
-        frame = store.get_frame(int(ds.frames[j][0]), ["state"] + [f"images/{c}" for c in spec.camera_names])
+    samples, names = [], []
+    for j in range(len(ds.paths)):  # one sample of every embodiment, encoded with the motion frames
+        spec = processor.embodiments[ds.store(j).embodiment]
+        frame = ds.store(j).get_frame(int(ds.frames[j][0]), ["state"] + [f"images/{c}" for c in spec.camera_names])
         samples.append(processor.encode_observation(frame["images"], frame["state"], frame["instruction"], spec.name))
-    return processor, processor.collate(samples), [processor.embodiments[ds.store(j).embodiment].name
-                                                  for j in range(len(ds.offsets) - 1)]
+        names.append(spec.name)
+    return processor, processor.collate(samples), names
 
 
 def test_processor_adds_motion_frames_only_for_embodiments_with_the_cameras(datamodule):
