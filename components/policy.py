@@ -18,11 +18,13 @@ import torch
 from components.checkpoint_io import reading, require_files, require_tokenizer
 from components.embodiment import EmbodimentSpec
 from components.errors import CheckpointNotFoundError, UsageError, VLAStackError
-from components.onnx_export import OnnxDecoder
+from components.onnx_export import OnnxBackbone, OnnxDecoder
 from components.processor import VLAProcessor
 from components.vla import VLA
 
 DECODER_FILE = "decoder.onnx"
+BACKBONE_DIR = "backbone"  # <embodiment>.onnx + index.json (captured prompt lengths)
+RUNTIMES = ("torch", "onnxruntime")
 
 
 @dataclass
@@ -70,28 +72,41 @@ def validate_observation(obs: dict, spec: EmbodimentSpec) -> None:
 
 
 class Policy:
-    def __init__(self, vla: VLA, processor: VLAProcessor, onnx_decoder: OnnxDecoder | None = None):
+    def __init__(self, vla: VLA, processor: VLAProcessor, onnx_decoder: OnnxDecoder | None = None,
+                 onnx_backbone: OnnxBackbone | None = None):
         self.vla = vla.eval()
         self.processor = processor
         processor.set_motion(vla.config.decoder.motion_adapter, vla.config.decoder.motion_size)
         self.onnx_decoder = onnx_decoder
+        self.onnx_backbone = onnx_backbone
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, decoder: str = "torch") -> "Policy":
+    def from_pretrained(cls, directory: str | Path, decoder: str = "torch", runtime: str = "torch") -> "Policy":
         """``decoder``: "torch" or "onnx" (``decoder.onnx`` written by ``vla-stack export`` into the
-        directory, or its ``--out``)."""
+        directory, or its ``--out``); ``runtime``: "torch" or "onnxruntime" (the whole policy: the exported
+        backbone graphs and decoder; the motion adapter, where a model has one, stays in torch)."""
         if decoder not in ("torch", "onnx"):
             raise UsageError(f"decoder must be 'torch' or 'onnx', got '{decoder}'")
+        if runtime not in RUNTIMES:
+            raise UsageError(f"runtime must be one of {list(RUNTIMES)}, got '{runtime}'")
         directory = require_files(directory)
         require_tokenizer(directory)
-        if decoder == "onnx" and not (directory / DECODER_FILE).exists():
-            raise CheckpointNotFoundError(f"{directory}: no exported decoder ({DECODER_FILE}) for decoder='onnx'; "
-                                          f"run `vla-stack export --policy {directory} --out DIR` and load DIR")
+        needs = [(DECODER_FILE, decoder == "onnx" or runtime == "onnxruntime",
+                  "runtime='onnxruntime'" if runtime == "onnxruntime" else "decoder='onnx'"),
+                 (f"{BACKBONE_DIR}/index.json", runtime == "onnxruntime", "runtime='onnxruntime'")]
+        for name, needed, why in needs:
+            if needed and not (directory / name).exists():
+                raise CheckpointNotFoundError(f"{directory}: no exported graph ({name}) for {why}; "
+                                              f"run `vla-stack export --policy {directory} --out DIR` and load DIR")
         vla, raw = VLA.from_pretrained(directory)
         with reading(directory, "the processor (embodiments.yaml, norm_stats.json, tokenizer/)"):
             processor = VLAProcessor.load(directory, raw.get("norm_stats_sha256"), vla.config.backbone.image_size)
-        onnx = OnnxDecoder(directory / DECODER_FILE) if decoder == "onnx" else None
-        return cls(vla, processor, onnx)
+        onnx = OnnxDecoder(directory / DECODER_FILE) if decoder == "onnx" or runtime == "onnxruntime" else None
+        backbone = None
+        if runtime == "onnxruntime":
+            with reading(directory / BACKBONE_DIR, "the exported backbone graphs"):
+                backbone = OnnxBackbone(directory / BACKBONE_DIR, vla.backbone, processor.tokenizer.pad_token_id)
+        return cls(vla, processor, onnx, backbone)
 
     @property
     def embodiments(self) -> list[str]:
@@ -125,8 +140,12 @@ class Policy:
             if num_steps not in (None, self.onnx_decoder.num_steps):
                 raise ValueError(f"the exported decoder integrates {self.onnx_decoder.num_steps} steps; "
                                  f"num_steps={num_steps} needs a new export")
-            prefix = self.vla.backbone(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
-                                       batch["image_grid_thw"])
+            if self.onnx_backbone is not None:  # the graph's padding is cut off again: the decoder reads less
+                prefix = self.onnx_backbone(self.onnx_backbone.pad(batch, embodiment), embodiment)
+                prefix = prefix[:, :batch["input_ids"].shape[1]]
+            else:
+                prefix = self.vla.backbone(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
+                                           batch["image_grid_thw"])
             chunks = self.onnx_decoder(noise, prefix, self.vla.decoder_mask(batch), batch["state"],
                                        batch["state_mask"], batch["dim_mask"], self.vla.image_mask(batch),
                                        self.vla.motion(batch))
@@ -173,4 +192,5 @@ class Policy:
         n = sum(p.numel() for p in self.vla.parameters())
         return json.dumps({"embodiments": self.embodiments, "parameters": n,
                            "num_flow_steps": cfg.num_flow_steps,
-                           "decoder": "onnxruntime" if self.onnx_decoder else "torch"})
+                           "decoder": "onnxruntime" if self.onnx_decoder else "torch",
+                           "backbone": "onnxruntime" if self.onnx_backbone else "torch"})

@@ -42,7 +42,8 @@ def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, 
     import torch
 
     from components.datamodule import DatasetEntry, MixtureDataModule
-    from components.onnx_export import OnnxDecoder, export_decoder, image_mask_input, motion_input
+    from components.onnx_export import (OnnxDecoder, export_backbones, export_decoder, image_mask_input,
+                                        motion_input)
     from components.policy import Policy
     from components.synthetic import synthetic_observation
     from stack.commands import synth
@@ -90,6 +91,14 @@ def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, 
             rows[f"decoder loop {tag} onnxruntime"] = timed(lambda: onnx(
                 noise8, hidden, vla.decoder_mask(ob_batch), ob_batch["state"], ob_batch["state_mask"],
                 ob_batch["dim_mask"], image_mask_input(vla, ob_batch), motion_input(vla, ob_batch)))
+        # the whole policy (preprocessing, backbone, decoder, limits) through torch and through onnxruntime
+        ort_policy = Policy(vla, pol.processor, onnx, export_backbones(pol, ort_rows, tmp / "backbone"))
+        for other in ort_rows:
+            obs = synthetic_observation(pol.processor.embodiments[other])
+            tag = f"K=8 N={num_steps} ({other})"
+            for runtime, p in (("torch eager", pol), ("onnxruntime", ort_policy)):
+                rows[f"whole policy {tag} {runtime}"] = timed(
+                    lambda p=p, obs=obs, other=other: p.sample(obs, other, "reach the red target", 8, num_steps, seed=0))
 
     # training and data loading on the same machine, same run
     stores = data or synth(out_dir=str(tmp / "data"), episodes=4, steps=30, embodiments=pol.embodiments)
@@ -127,14 +136,16 @@ def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, 
     n = num_steps
     predicted = n * (b + dstep) / (b + n * dstep)
     measured = med[f"chunk K=1 N={n} uncached (torch)"] / med[f"chunk K=1 N={n} cached (torch)"]
-    ort_speedup = {}
+    ort_speedup, policy_speedup = {}, {}
     for other in ort_rows:
         tag = f"K=8 N={n} H={pol.processor.embodiments[other].chunk_horizon} ({other})"
         ort_speedup[other] = med[f"decoder loop {tag} torch eager"] / med[f"decoder loop {tag} onnxruntime"]
+        whole = f"whole policy K=8 N={n} ({other})"
+        policy_speedup[other] = med[f"{whole} torch eager"] / med[f"{whole} onnxruntime"]
     result = {
         "uncached_over_cached": measured, "predicted_N(B+D)/(B+N*D)": predicted,
         "measured_over_predicted": measured / predicted,
-        "onnxruntime_speedup_K8": ort_speedup,
+        "onnxruntime_speedup_K8": ort_speedup, "whole_policy_onnxruntime_speedup_K8": policy_speedup,
         "train_samples_per_s": train_sps, "loader_samples_per_s": loader_sps,
         "loader_over_train": loader_sps / train_sps,
         "p50_ms": med, "p95_ms": p95,
@@ -145,6 +156,8 @@ def bench_policy(policy: str, data: list[str] | None = None, repeats: int = 20, 
     print(f"{'measured / predicted':<56}{measured / predicted:10.2f}")
     for other, ratio in ort_speedup.items():
         print(f"{'onnxruntime speed-up over eager, K=8, ' + other:<56}{ratio:10.2f}")
+    for other, ratio in policy_speedup.items():
+        print(f"{'whole policy onnxruntime / eager speed-up, K=8, ' + other:<56}{ratio:10.2f}")
     print(f"{'training samples/s (batch ' + str(batch_size) + ')':<56}{train_sps:10.1f}")
     print(f"{'data-loader samples/s (2 workers)':<56}{loader_sps:10.1f}")
     print(f"{'data loader / training':<56}{loader_sps / train_sps:10.2f}")

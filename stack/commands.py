@@ -62,33 +62,43 @@ def stats(data: list[str], out: str = "norm_stats.json") -> str:
     return out
 
 
-def export(policy: str, out: str, num_steps: int | None = None, atol: float = 1e-4) -> str:
-    """Export a policy's action decoder (the whole Euler loop) to ONNX for onnxruntime.
+def export(policy: str, out: str, num_steps: int | None = None, atol: float = 1e-4,
+           embodiment: list[str] | None = None, instruction_tokens: int = 64) -> str:
+    """Export a policy for onnxruntime: the action decoder (the whole Euler loop) and the backbone, one
+    fixed-shape graph per embodiment.
 
-    ``out`` becomes a complete policy directory (the checkpoint plus ``decoder.onnx``), loadable with
-    ``Policy.from_pretrained(out, decoder="onnx")``. The export is checked against torch before it
-    is kept.
+    ``out`` becomes a complete policy directory (the checkpoint plus ``decoder.onnx`` and ``backbone/``),
+    loadable with ``Policy.from_pretrained(out, runtime="onnxruntime")`` (or ``decoder="onnx"``: the decoder
+    graph only). Every graph is checked against torch before it is kept.
 
     Args:
         policy: checkpoint directory.
         out: output directory.
         num_steps: Euler steps baked into the graph (default: the model's).
-        atol: largest allowed |onnxruntime - torch| on the check inputs.
+        atol: largest allowed |onnxruntime - torch| on the check inputs (relative to the output's scale).
+        embodiment: embodiments whose backbone graph is exported (default: all the checkpoint knows).
+        instruction_tokens: instruction tokens each backbone graph has room for beyond the embodiment's
+            fixed prompt; a longer instruction is refused at run time.
     """
     import torch
 
     from components.checkpoint_io import replace_directory
-    from components.onnx_export import DecoderSampler, OnnxDecoder, example_inputs, export_decoder
-    from components.policy import DECODER_FILE
-    from components.vla import VLA
+    from components.onnx_export import DecoderSampler, OnnxDecoder, example_inputs, export_backbones, export_decoder
+    from components.policy import BACKBONE_DIR, DECODER_FILE, Policy
     if not atol > 0:
         raise UsageError(f"--atol must be > 0 (the largest |onnxruntime - torch| kept), got {atol}")
     if num_steps is not None and num_steps < 1:
         raise UsageError(f"--num_steps must be >= 1 (or unset: the model's own), got {num_steps}")
+    if instruction_tokens < 1:
+        raise UsageError(f"--instruction_tokens must be >= 1, got {instruction_tokens}")
     src, dst = Path(policy).resolve(), Path(out).resolve()
     if dst.exists() and not dst.is_dir():
         raise UsageError(f"--out: '{out}' is a file; expected a directory to write the policy to")
-    vla, _ = VLA.from_pretrained(src)
+    pol = Policy.from_pretrained(src)
+    vla = pol.vla
+    unknown = sorted(set(embodiment or []) - set(pol.embodiments))
+    if unknown:
+        raise UsageError(f"--embodiment: {unknown} not in the checkpoint (it knows {pol.embodiments})")
     n = num_steps or vla.config.num_flow_steps
     with replace_directory(dst) as tmp:  # a failed check or a killed export leaves ``out`` as it was
         shutil.copytree(src, tmp, dirs_exist_ok=True)
@@ -101,12 +111,14 @@ def export(policy: str, out: str, num_steps: int | None = None, atol: float = 1e
         err = float(np.abs(got - ref).max())
         if err > atol:
             raise RuntimeError(f"exported decoder disagrees with torch: max |diff| {err:.2e} > {atol:g}; not kept")
-    print(f"wrote {dst / DECODER_FILE} ({n} Euler steps); onnxruntime vs torch max |diff| = {err:.2e}")
+        print(f"wrote {dst / DECODER_FILE} ({n} Euler steps); onnxruntime vs torch max |diff| = {err:.2e}", flush=True)
+        export_backbones(pol, embodiment or pol.embodiments, tmp / BACKBONE_DIR, instruction_tokens, atol,
+                         shown=dst / BACKBONE_DIR)
     return str(dst)
 
 
 def sample(policy: str, embodiment: list[str] | None = None, num_samples: int = 1, seed: int = 0,
-           decoder: str = "torch") -> None:
+           decoder: str = "torch", runtime: str = "torch") -> None:
     """Sample one chunk per embodiment on a synthetic observation and print it with slot names.
 
     Args:
@@ -115,12 +127,13 @@ def sample(policy: str, embodiment: list[str] | None = None, num_samples: int = 
         num_samples: candidates per observation (the first is printed).
         seed: noise seed.
         decoder: "torch" or "onnx".
+        runtime: "torch" or "onnxruntime" (the whole exported policy).
     """
     from components.policy import Policy
     from components.synthetic import INSTRUCTIONS, synthetic_observation
     if num_samples < 1:
         raise UsageError(f"--num_samples must be >= 1, got {num_samples}")
-    pol = Policy.from_pretrained(policy, decoder=decoder)
+    pol = Policy.from_pretrained(policy, decoder=decoder, runtime=runtime)
     rng = np.random.default_rng(seed)
     for name in embodiment or pol.embodiments:
         spec = pol.processor.embodiments[name]

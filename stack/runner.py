@@ -185,9 +185,9 @@ def make_decider(arm: Arm, pol, embodiment: str, spec, env, horizon: int, num_fl
                           surprise_threshold=arm.surprise_threshold, num_flow_steps=num_flow_steps, truth=truth)
 
 
-def load_policy(policy: str, decoder: str, embodiment: str, env: str):
+def load_policy(policy: str, decoder: str, embodiment: str, env: str, runtime: str = "torch"):
     from components.policy import Policy
-    pol = Policy.from_pretrained(policy, decoder=decoder)
+    pol = Policy.from_pretrained(policy, decoder=decoder, runtime=runtime)
     if embodiment not in pol.embodiments:
         raise UsageError(f"--policy: '{policy}' does not know embodiment '{embodiment}' (needed by {env}); "
                          f"it knows {sorted(pol.embodiments)}")
@@ -280,7 +280,7 @@ def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, 
         execute_horizon: int | None = None, temporal_ensemble: bool | None = None, ensemble_decay: float = 0.01,
         max_steps: int | None = None, env_kwargs: dict | None = None, num_flow_steps: int | None = None,
         decoder: str = "torch", video: str | None = None, video_episodes: int = 3,
-        json: str | None = None, remote: str | None = None, num_envs: int = 1) -> dict:
+        json: str | None = None, remote: str | None = None, num_envs: int = 1, runtime: str = "torch") -> dict:
     """Evaluate a policy closed-loop in a simulation env and report its success rate.
 
     Seeded episodes; success rate with its Wilson interval (95 percent), decision latencies; optionally
@@ -317,13 +317,14 @@ def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, 
         max_steps: cap on env steps per episode (on top of the env's own limit).
         env_kwargs: keyword arguments of gym.make, e.g. {"floorplan": "loop"} for the wheeled env.
         num_flow_steps: Euler steps of the action decoder (default: the checkpoint's).
-        decoder: "torch" or "onnx".
+        decoder: "torch" or "onnx" (the exported decoder graph only).
         video: write an mp4 of the first ``video_episodes`` episodes to this path.
         video_episodes: how many episodes go into the video.
         json: write the run result to this path.
         remote: ws://HOST:PORT of a policy server (``vla-stack serve``) to decide with, instead of ``policy``.
         num_envs: environments stepped at once (gymnasium AsyncVectorEnv, one process each), their policy
             calls batched into one; the same seeded episodes as 1 (the plain VLA only).
+        runtime: "torch" or "onnxruntime" (the whole policy as exported by ``vla-stack export``).
     """
     import gymnasium as gym
 
@@ -334,15 +335,15 @@ def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, 
     if episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {episodes}")
     if remote is not None:
-        if num_flow_steps is not None or decoder != "torch":
-            raise UsageError("--num_flow_steps and --decoder are the server's choice with --remote")
+        if num_flow_steps is not None or decoder != "torch" or runtime != "torch":
+            raise UsageError("--num_flow_steps, --decoder and --runtime are the server's choice with --remote")
         if arm.imagines or record:
             raise UsageError("--remote decides with the server's single chunk; --candidates, --world_model and "
                              "--record need a local --policy")
         remote_decider = RemoteDecider(remote, embodiment)
         pol, spec = None, remote_decider.spec
     else:
-        pol, spec = load_policy(policy, decoder, embodiment, env)
+        pol, spec = load_policy(policy, decoder, embodiment, env, runtime)
     horizon, temporal_ensemble = executor_settings(spec, execute_horizon, temporal_ensemble, arm.imagines)
     seeds = [seed + i for i in range(episodes)]
     if num_envs < 1:
@@ -351,9 +352,9 @@ def run(env: str, policy: str | None = None, episodes: int = 10, seed: int = 0, 
         if remote is not None or arm.imagines or record or video:
             raise UsageError("--num_envs > 1 evaluates the plain VLA with a local --policy; --remote, --candidates "
                              "> 1, --world_model, --record and --video run with --num_envs 1")
-        if decoder != "torch":
-            raise UsageError("--num_envs > 1 batches the policy calls, which the exported ONNX decoder (one "
-                             "observation per call) cannot; use --decoder torch")
+        if decoder != "torch" or runtime != "torch":
+            raise UsageError("--num_envs > 1 batches the policy calls, which the exported ONNX graphs (one "
+                             "observation per call) cannot; use --decoder torch --runtime torch")
         records, staged = _run_vectorized(env, env_kwargs, pol, embodiment, spec, seeds, num_envs, horizon,
                                           temporal_ensemble, ensemble_decay, max_steps, num_flow_steps)
         return _result(env, env_kwargs, policy, remote, embodiment, candidates, arm, None, records, seeds, horizon,

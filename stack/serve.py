@@ -188,7 +188,7 @@ class PolicyServer:
 
 
 def serve(policy: str, host: str = "127.0.0.1", port: int = 8000, batch_window_ms: float = 5.0,
-          max_batch: int = 8, decoder: str = "torch") -> None:
+          max_batch: int = 8, decoder: str = "torch", runtime: str = "torch") -> None:
     """Serve a policy over openpi's websocket protocol (msgpack + numpy; metadata on connect).
 
     Each request is one observation (``images`` {camera: uint8 HxWx3}, ``state``, ``prompt``, and
@@ -202,6 +202,7 @@ def serve(policy: str, host: str = "127.0.0.1", port: int = 8000, batch_window_m
         batch_window_ms: how long the first waiting request waits for others to join its batch.
         max_batch: most requests in one model call (1: no batching).
         decoder: "torch" or "onnx" (the exported decoder runs requests one by one).
+        runtime: "torch" or "onnxruntime" (the whole exported policy; requests one by one).
     """
     from components.policy import Policy
 
@@ -213,7 +214,7 @@ def serve(policy: str, host: str = "127.0.0.1", port: int = 8000, batch_window_m
         raise UsageError(f"--batch_window_ms must be in 0..10000, got {batch_window_ms}")
     if not Path(policy).is_dir():
         raise CheckpointNotFoundError(f"--policy: checkpoint directory '{policy}' does not exist")
-    pol = Policy.from_pretrained(policy, decoder=decoder)
+    pol = Policy.from_pretrained(policy, decoder=decoder, runtime=runtime)
     server = PolicyServer(pol, policy, batch_window_ms, max_batch)
 
     def ready(bound: int) -> None:

@@ -1,7 +1,12 @@
+import json
+
 import numpy as np
+import pytest
 import torch
 
-from components.onnx_export import DecoderSampler, OnnxDecoder, example_inputs, export_decoder
+from components.errors import CheckpointNotFoundError, UsageError
+
+from components.onnx_export import DecoderSampler, OnnxDecoder, PromptTooLongError, example_inputs, export_decoder
 from components.policy import Policy
 from tests.components.test_policy import observation
 
@@ -24,17 +29,36 @@ def test_exported_decoder_matches_torch_within_1e_4(policy, tmp_path):
         assert np.abs(got - ref).max() < 1e-4
 
 
-def test_policy_runs_its_decoder_through_onnxruntime(tiny_checkpoint, tmp_path, policy):
+def test_policy_runs_whole_through_onnxruntime(tiny_checkpoint, tmp_path, policy):
     from stack.commands import export
-    out = export(tiny_checkpoint, str(tmp_path / "exported"))
-    onnx_policy = Policy.from_pretrained(out, decoder="onnx")
-    assert onnx_policy.onnx_decoder is not None
+    out = export(tiny_checkpoint, str(tmp_path / "exported"), num_steps=4, embodiment=["aloha", "wheeled"],
+                 instruction_tokens=8)
+    index = json.loads((tmp_path / "exported" / "backbone" / "index.json").read_text())
+    assert sorted(index) == ["aloha", "wheeled"]
+    decoder_only = Policy.from_pretrained(out, decoder="onnx")
+    whole = Policy.from_pretrained(out, runtime="onnxruntime")
+    assert decoder_only.onnx_backbone is None and whole.onnx_backbone is not None
     for name in ["aloha", "wheeled"]:
         obs = observation(policy, name)
-        a = policy.sample(obs, name, "reach", num_samples=4, seed=7)
-        b = onnx_policy.sample(obs, name, "reach", num_samples=4, seed=7)
-        assert np.abs(a - b).max() < 1e-3 * max(1.0, np.abs(a).max())
+        a = policy.sample(obs, name, "reach", num_samples=4, num_steps=4, seed=7)
+        for exported in (decoder_only, whole):
+            b = exported.sample(obs, name, "reach", num_samples=4, num_steps=4, seed=7)
+            assert np.abs(a - b).max() < 1e-3 * max(1.0, np.abs(a).max())
+    with pytest.raises(UsageError, match="no graph for embodiment 'fetch'"):
+        whole.sample(observation(policy, "fetch"), "fetch", "reach", seed=0)
+    # a prompt longer than the captured length is refused, never truncated
+    fits = "reach " * 2
+    whole.sample(observation(policy, "aloha"), "aloha", fits, seed=0)
+    with pytest.raises(PromptTooLongError, match=r"captured at \d+; shorten the instruction or re-export"):
+        whole.sample(observation(policy, "aloha"), "aloha", "reach the red target " * 20, seed=0)
 
+
+def test_whole_policy_runtime_needs_the_backbone_graphs(tiny_checkpoint):
+    with pytest.raises(CheckpointNotFoundError, match=r"no exported graph \(decoder.onnx\) for "
+                                                      r"runtime='onnxruntime'"):
+        Policy.from_pretrained(tiny_checkpoint, runtime="onnxruntime")
+    with pytest.raises(UsageError, match="runtime must be one of"):
+        Policy.from_pretrained(tiny_checkpoint, runtime="tensorrt")
 
 
 def test_exported_decoder_carries_the_slot_adapter(subgoal_checkpoint, tmp_path):
