@@ -89,6 +89,16 @@ def export_decoder(dit: DiT, num_steps: int, path: str | Path) -> Path:
     return path
 
 
+def session_options(threads: int | None = None):
+    """onnxruntime options for the policy's graphs: as many threads as torch uses (so the two are compared and
+    deployed alike), and no spinning, since idle spinning threads would take the cores from torch."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 class OnnxDecoder:
     """Runs an exported decoder with onnxruntime; same call as ``DecoderSampler``, numpy in/out."""
 
@@ -97,11 +107,7 @@ class OnnxDecoder:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no exported decoder at '{path}': run `vla-stack export --policy DIR --out DIR`")
-        opts = ort.SessionOptions()
-        # as many threads as torch uses, so the two are compared (and deployed) alike
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads would take the cores from torch
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
         self.num_steps = json.loads(path.with_suffix(".json").read_text())["num_steps"]
 
     def __call__(self, noise, prefix, prefix_mask, state, state_mask, dim_mask, image_mask=None,
@@ -236,32 +242,25 @@ class OnnxBackbone:
         if not index.exists():
             raise FileNotFoundError(f"no exported backbone at '{directory}': run `vla-stack export --policy DIR --out DIR`")
         self.lengths = {name: entry["prompt_tokens"] for name, entry in json.loads(index.read_text()).items()}
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads would take the cores from torch
+        opts = session_options(threads)
         self.sessions = {name: ort.InferenceSession(str(directory / f"{name}.onnx"), opts,
                                                     providers=["CPUExecutionProvider"]) for name in self.lengths}
         self.backbone, self.pad_id = backbone, pad_id
 
-    def pad(self, batch: dict, embodiment: str) -> dict:
-        """``batch`` with its prompt right-padded to the embodiment's captured length (the decoder's masks
-        then match the graph's output)."""
+    def __call__(self, batch: dict, embodiment: str) -> torch.Tensor:
+        """``prefix [1, L, hidden]`` for a collated one-observation ``batch`` of prompt length L: the prompt is
+        right-padded to the embodiment's captured length for the graph, and the padding cut off again, so the
+        decoder reads the batch's own masks and no more tokens than in torch."""
         if embodiment not in self.lengths:
             raise UsageError(f"the exported backbone has no graph for embodiment '{embodiment}' (it has "
                              f"{sorted(self.lengths)}); re-export with it")
-        length = self.lengths[embodiment]
-        ids, mask = pad_prompt(batch["input_ids"], batch["attention_mask"], length, self.pad_id,
+        ids, mask = pad_prompt(batch["input_ids"], batch["attention_mask"], self.lengths[embodiment], self.pad_id,
                                where=f"the exported backbone of '{embodiment}'")
-        user = torch.zeros_like(mask, dtype=torch.bool)
-        user[:, :batch["user_mask"].shape[1]] = batch["user_mask"][:, :length]
-        return {**batch, "input_ids": ids, "attention_mask": mask, "user_mask": user}
-
-    def __call__(self, batch: dict, embodiment: str) -> torch.Tensor:
-        """``prefix [1, L, hidden]`` of a batch already padded by :meth:`pad`."""
-        positions = rope_positions(self.backbone, batch["input_ids"], batch["attention_mask"], batch["image_grid_thw"])
-        feed = {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy(),
-                "position_ids": positions.numpy(), "pixel_values": batch["pixel_values"].numpy().astype(np.float32)}
-        return torch.from_numpy(self.sessions[embodiment].run(["prefix"], feed)[0])
+        positions = rope_positions(self.backbone, ids, mask, batch["image_grid_thw"])
+        feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "position_ids": positions.numpy(),
+                "pixel_values": batch["pixel_values"].numpy().astype(np.float32)}
+        prefix = self.sessions[embodiment].run(["prefix"], feed)[0]
+        return torch.from_numpy(prefix[:, :batch["input_ids"].shape[1]])
 
 
 def export_backbones(policy, names, directory: str | Path, instruction_tokens: int = 64, atol: float = 1e-4,
@@ -273,26 +272,27 @@ def export_backbones(policy, names, directory: str | Path, instruction_tokens: i
 
     from components.synthetic import synthetic_observation
     directory, vla = Path(directory), policy.vla
-    index, pad_id = {}, policy.processor.tokenizer.pad_token_id
+    index, batches, pad_id = {}, {}, policy.processor.tokenizer.pad_token_id
     for name in names:
-        spec = policy.processor.embodiments[name]
         fixed = len(policy.processor._prompt_ids(name, ""))
         length = -(-(fixed + instruction_tokens) // 32) * 32
-        batch = policy.batch(synthetic_observation(spec), name, "reach the red target")
+        batches[name] = batch = policy.batch(synthetic_observation(policy.processor.embodiments[name]), name,
+                                             "reach the red target")
         t0 = time.perf_counter()
         export_backbone(vla.backbone, batch, length, directory / f"{name}.onnx", pad_id)
         index[name] = {"prompt_tokens": length, "image_grid_thw": batch["image_grid_thw"].tolist()}
-        (directory / "index.json").write_text(json.dumps(index, indent=2))
-        graph = OnnxBackbone(directory, vla.backbone, pad_id)
+        print(f"wrote {Path(shown or directory) / (name + '.onnx')} (prompt {length} tokens, {fixed} fixed; "
+              f"{time.perf_counter() - t0:.0f} s)", flush=True)
+    (directory / "index.json").write_text(json.dumps(index, indent=2))
+    graphs = OnnxBackbone(directory, vla.backbone, pad_id)
+    for name, batch in batches.items():
         with torch.no_grad():
             want = vla.backbone(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
                                 batch["image_grid_thw"])[0]
         real = batch["attention_mask"][0].bool()
-        have = graph(graph.pad(batch, name), name)[0, :real.shape[0]][real]
-        err = float((have - want[real]).abs().max() / max(1.0, float(want.abs().max())))
+        err = float((graphs(batch, name)[0][real] - want[real]).abs().max() / max(1.0, float(want.abs().max())))
         if err > atol:
             raise RuntimeError(f"exported backbone of '{name}' disagrees with torch: max |diff| {err:.2e} > {atol:g}; "
                                f"not kept")
-        print(f"wrote {Path(shown or directory) / (name + '.onnx')} (prompt {length} tokens, {fixed} fixed; "
-              f"{time.perf_counter() - t0:.0f} s); onnxruntime vs torch max |diff| = {err:.2e}", flush=True)
-    return OnnxBackbone(directory, vla.backbone, pad_id)
+        print(f"{name}: onnxruntime vs torch max |diff| = {err:.2e}", flush=True)
+    return graphs

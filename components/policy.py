@@ -140,9 +140,8 @@ class Policy:
             if num_steps not in (None, self.onnx_decoder.num_steps):
                 raise ValueError(f"the exported decoder integrates {self.onnx_decoder.num_steps} steps; "
                                  f"num_steps={num_steps} needs a new export")
-            if self.onnx_backbone is not None:  # the graph's padding is cut off again: the decoder reads less
-                prefix = self.onnx_backbone(self.onnx_backbone.pad(batch, embodiment), embodiment)
-                prefix = prefix[:, :batch["input_ids"].shape[1]]
+            if self.onnx_backbone is not None:
+                prefix = self.onnx_backbone(batch, embodiment)
             else:
                 prefix = self.vla.backbone(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
                                            batch["image_grid_thw"])
