@@ -391,6 +391,14 @@ class EpisodeStore:
         frame["instruction"] = self._instructions[self.episode_of(t)]
         return frame
 
+    def get_rows(self, rows: slice, keys: list[str]) -> dict:
+        """Arrays ``keys`` of the global frames ``rows`` (``[n, ...]`` each, images nested): one read per
+        array, for callers that go through a store in blocks."""
+        start, stop, step = rows.indices(self.n_frames)
+        if step != 1 or start != (rows.start or 0) or stop != (self.n_frames if rows.stop is None else rows.stop):
+            raise IndexError(f"rows {rows} are not a contiguous range of the {self.n_frames} frames in {self.path}")
+        return self._read(slice(start, stop), keys)
+
     def get_window(self, t: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
         """Action chunk starting at global frame ``t`` and its time mask.
 

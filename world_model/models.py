@@ -138,6 +138,8 @@ class LatentVideoDiT(ModelMixin, ConfigMixin):
     def forward(self, noisy, context, actions, time_mask, dim_mask, embodiment, t):
         cfg = self.config
         b, f, c, h, w = noisy.shape
+        used = int(time_mask.any(0).nonzero().max()) + 1 if time_mask.any() else 1
+        actions, time_mask = actions[:, :used], time_mask[:, :used]  # steps padded in every item: masked anyway
         frames = torch.cat([context, noisy], dim=1)
         x = self.patch_in(_patchify(frames, cfg.patch_size)).reshape(b, frames.shape[1], self.tokens_per_frame, -1)
         x = (x + self.frame_pos[:, : frames.shape[1]] + self.space_pos).flatten(1, 2)

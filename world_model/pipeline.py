@@ -181,12 +181,14 @@ def require_pipeline(directory) -> Path:
 
 
 def build_pipeline(meta: WorldModelMeta, architecture: str = "dit", vae: dict | None = None,
-                   transformer: dict | None = None, num_embodiments: int = 8) -> WorldModelPipeline:
-    """A freshly initialized pipeline for ``meta`` (``architecture``: ``dit`` or ``wan``)."""
+                   transformer: dict | None = None, num_embodiments: int = 8,
+                   autoencoder: AutoencoderKL | None = None) -> WorldModelPipeline:
+    """A freshly initialized pipeline for ``meta`` (``architecture``: ``dit`` or ``wan``); ``autoencoder``:
+    a trained one to use instead of a fresh :func:`tiny_vae`."""
     from world_model.models import ARCHITECTURES
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture '{architecture}' is not one of {sorted(ARCHITECTURES)}")
-    autoencoder = tiny_vae(vae)
+    autoencoder = autoencoder if autoencoder is not None else tiny_vae(vae)
     factor = 2 ** (len(autoencoder.config.block_out_channels) - 1)
     channels = autoencoder.config.latent_channels
     shared = dict(latent_channels=channels, context_frames=meta.context_frames, num_frames=meta.num_frames,

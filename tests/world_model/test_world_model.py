@@ -92,18 +92,25 @@ def vla_stack(args, cwd):
 
 
 def test_fit_exports_a_pipeline_that_eval_world_model_reads(tmp_path):
+    """Both stages as the configs run them: the autoencoder alone, then the transformer on its frozen latents."""
+    from diffusers import AutoencoderKL
     from stack.collect import collect
     store = str(tmp_path / "push.zarr")
     collect("vla_stack/FetchPush-v0", episodes=2, out=store)
-    fit = vla_stack(["fit", "--config", str(REPO / "configs/train/world_model_tiny.yaml"),
-                     f"--data.init_args.datasets=[{store}]", "--data.init_args.num_workers=0",
-                     "--data.init_args.batch_size=2", "--data.init_args.val_episodes=1", "--trainer.max_steps=2",
-                     "--trainer.limit_val_batches=1", "--model.init_args.frame_height=16",
-                     "--model.init_args.frame_width=16", '--model.init_args.transformer={dim: 32, depth: 1, heads: 2}'],
-                    tmp_path)
+    common = [f"--data.init_args.datasets=[{store}]", "--data.init_args.num_workers=0", "--data.init_args.batch_size=2",
+              "--data.init_args.val_episodes=1", "--trainer.max_steps=2", "--trainer.limit_val_batches=1",
+              "--model.init_args.frame_height=16", "--model.init_args.frame_width=16"]
+    stage1 = vla_stack(["fit", "--config", str(REPO / "configs/train/world_model_vae_tiny.yaml"), *common], tmp_path)
+    assert stage1.returncode == 0, stage1.stderr[-3000:]
+    fit = vla_stack(["fit", "--config", str(REPO / "configs/train/world_model_tiny.yaml"), *common,
+                     '--model.init_args.transformer={dim: 32, depth: 1, heads: 2, patch_size: 2}'], tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
     pipeline = tmp_path / "runs/wm_tiny/pipeline"
-    assert load_world_model(pipeline).meta.embodiments["fetch"]["index"] == 0
+    model = load_world_model(pipeline)
+    assert model.meta.embodiments["fetch"]["index"] == 0
+    trained = AutoencoderKL.from_pretrained(tmp_path / "runs/wm_vae/autoencoder").state_dict()
+    for name, value in model.pipeline.vae.state_dict().items():  # frozen in stage 2: the stage-1 weights
+        assert torch.equal(value, trained[name]), name
     report = tmp_path / "eval.json"
     run = vla_stack(["eval-world-model", "--world_model", str(pipeline), "--data", store, "--episodes", "1",
                      "--stride", "10", "--json", str(report)], tmp_path)
@@ -113,3 +120,27 @@ def test_fit_exports_a_pipeline_that_eval_world_model_reads(tmp_path):
     for kind in ("pixel_mse", "latent_mse"):
         assert len(result[kind]["model"]) == len(result[kind]["copy_last"]) == 4
         assert all(v > 0 for v in result[kind]["model"])
+
+
+def test_cached_windows_are_the_windows_read_from_the_store(tmp_path):
+    """Training windows from the in-memory frame and latent caches equal those read frame by frame."""
+    from components.episode_store import EpisodeStore
+    from stack.collect import collect
+    from world_model.training import WindowSamples, store_latents, store_pixels, window, window_starts
+    path = str(tmp_path / "reach.zarr")
+    collect("vla_stack/FetchReach-v0", episodes=2, out=path)
+    store = EpisodeStore.open(path)
+    model = tiny_model("dit")
+    meta, vae = model.meta, model.pipeline.vae.eval()
+    starts = window_starts(store, [0, 1], meta.execute_steps)
+    pixels = WindowSamples([path], [starts], meta, {"fetch": SPEC}, [store_pixels(store, meta, block=7)])
+    latents = WindowSamples([path], [starts], meta, {"fetch": SPEC}, [store_latents(store, meta, vae, block=7)],
+                            key="latents")
+    for i in (0, 3, len(starts) - 1):
+        plain = window(store, int(starts[i]), meta, SPEC)
+        cached = pixels[i]
+        assert torch.allclose(cached["pixels"], plain["pixels"], atol=2e-3)
+        for key in ("actions", "time_mask", "dim_mask", "embodiment"):
+            assert torch.equal(cached[key], plain[key]), key
+        encoded = model.pipeline.encode(plain["pixels"])
+        assert torch.allclose(latents[i]["latents"], encoded, atol=5e-3 * (1 + encoded.abs().max()))
