@@ -19,11 +19,11 @@ from diffusers import AutoencoderKL
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
 
+from components.checkpoint_io import replace_directory
 from components.datamodule import open_checked_stores
 from components.embodiment import EmbodimentSpec
 from components.episode_store import EpisodeStore
 from components.errors import ConfigError
-from components.checkpoint_io import replace_directory
 from components.training import ExportsOnCheckpoint
 from world_model.base import predicted_steps
 from world_model.models import canonical_actions
@@ -37,14 +37,19 @@ def window_starts(store: EpisodeStore, episodes: list[int], execute_steps: int) 
     return np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, np.int64)
 
 
+def _pixel_blocks(store: EpisodeStore, meta: WorldModelMeta, block: int):
+    """``store``'s frames in blocks of ``block`` rows, as the model sees them (``frames_to_pixels``)."""
+    keys = [f"images/{c}" for c in meta.cameras]
+    for lo in range(0, store.n_frames, block):
+        yield frames_to_pixels(store.get_rows(slice(lo, min(lo + block, store.n_frames)), keys)["images"], meta)
+
+
 def store_pixels(store: EpisodeStore, meta: WorldModelMeta, block: int = 512) -> np.ndarray:
     """Every frame of ``store`` as the model sees it, float16 ``[n_frames, 3, H, W * cameras]``: read and
     resized once, so training windows cost an index instead of a decompression per frame and camera."""
     out = np.zeros((store.n_frames, 3, meta.frame_height, meta.frame_width * len(meta.cameras)), np.float16)
-    keys = [f"images/{c}" for c in meta.cameras]
-    for lo in range(0, store.n_frames, block):
-        rows = slice(lo, min(lo + block, store.n_frames))
-        out[rows] = frames_to_pixels(store.get_rows(rows, keys)["images"], meta).numpy()
+    for lo, pixels in zip(range(0, store.n_frames, block), _pixel_blocks(store, meta, block)):
+        out[lo:lo + len(pixels)] = pixels.numpy()
     return out
 
 
@@ -52,12 +57,8 @@ def store_pixels(store: EpisodeStore, meta: WorldModelMeta, block: int = 512) ->
 def store_latents(store: EpisodeStore, meta: WorldModelMeta, vae, block: int = 256) -> np.ndarray:
     """Every frame of ``store`` encoded by a frozen autoencoder (posterior mean x scaling factor),
     float16 ``[n_frames, C, h, w]``: the transformer then trains without running the autoencoder."""
-    parts = []
-    for lo in range(0, store.n_frames, block):
-        rows = slice(lo, min(lo + block, store.n_frames))
-        pixels = frames_to_pixels(store.get_rows(rows, [f"images/{c}" for c in meta.cameras])["images"], meta)
-        parts.append((vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor).half().numpy())
-    return np.concatenate(parts)
+    return np.concatenate([(vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor).half().numpy()
+                           for pixels in _pixel_blocks(store, meta, block)])
 
 
 class WindowSamples(Dataset):
@@ -247,14 +248,14 @@ class WorldModelModule(ExportsOnCheckpoint, L.LightningModule):
         return F.mse_loss(recon, pixels), kl, (posterior.mean * self.vae.config.scaling_factor).detach()
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
+        out = {}
         if "latents" in batch:  # a frozen autoencoder: its latents were cached
             latents = batch["latents"]
             b = latents.shape[0]
-            reconstruction = kl = torch.zeros((), device=latents.device)  # not logged
         else:
             pixels = batch["pixels"]  # [B, Fc + F, 3, H, W]
             b, n = pixels.shape[:2]
-            reconstruction, kl, latents = self.autoencoder_losses(pixels.flatten(0, 1))
+            out["reconstruction"], out["kl"], latents = self.autoencoder_losses(pixels.flatten(0, 1))
             latents = latents.unflatten(0, (b, n))
         context, future = latents[:, :self.meta.context_frames], latents[:, self.meta.context_frames:]
         target = (future - context[:, -1:]) * self.meta.delta_scale  # the pipeline's sample space
@@ -264,9 +265,8 @@ class WorldModelModule(ExportsOnCheckpoint, L.LightningModule):
         velocity = self.transformer(noisy, context, batch["actions"], batch["time_mask"], batch["dim_mask"],
                                     batch["embodiment"], t)
         flow = F.mse_loss(velocity, noise - target)
-        out = {"loss": reconstruction + self.hparams.kl_weight * kl + flow, "flow": flow}
-        if "latents" not in batch:
-            out.update(reconstruction=reconstruction, kl=kl)
+        autoencoder = out["reconstruction"] + self.hparams.kl_weight * out["kl"] if "reconstruction" in out else 0.0
+        out.update(loss=autoencoder + flow, flow=flow)
         if not self.training:  # one Euler step from t = 1 gives the mean future: its latent error against copy-last
             ones = torch.ones(b, device=latents.device)
             mean = noise - self.transformer(noise, context, batch["actions"], batch["time_mask"], batch["dim_mask"],
@@ -296,6 +296,9 @@ class AutoencoderModule(WorldModelModule):
     frame of the windows), exported as a diffusers ``AutoencoderKL`` directory for
     ``WorldModelModule(autoencoder=...)`` (configs/train/world_model_vae_tiny.yaml)."""
     exported = "autoencoder"
+    # the parent's other arguments: the transformer it builds is unused, the rest its defaults
+    FIXED = {"architecture": "dit", "transformer": {"dim": 8, "depth": 1, "heads": 1}, "delta_scale": 10.0,
+             "num_embodiments": 8, "num_inference_steps": 4, "autoencoder": None}
 
     def __init__(self, cameras: list[str] | None = None, frame_height: int = 48, frame_width: int = 64,
                  context_frames: int = 2, num_frames: int = 4, execute_steps: int = 10, vae: dict | None = None,
@@ -304,10 +307,8 @@ class AutoencoderModule(WorldModelModule):
         super().__init__(cameras=cameras, frame_height=frame_height, frame_width=frame_width,
                          context_frames=context_frames, num_frames=num_frames, execute_steps=execute_steps, vae=vae,
                          lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, kl_weight=kl_weight,
-                         export_dir=export_dir, transformer={"dim": 8, "depth": 1, "heads": 1})
-        # save_hyperparameters keeps this class's arguments only; the rest of the build is fixed here
-        self.hparams.update(architecture="dit", transformer={"dim": 8, "depth": 1, "heads": 1}, num_embodiments=8,
-                            delta_scale=10.0, num_inference_steps=1, autoencoder=None)
+                         export_dir=export_dir, **self.FIXED)
+        self.hparams.update(self.FIXED)  # save_hyperparameters keeps this class's own arguments only
 
     def losses(self, batch) -> dict[str, torch.Tensor]:
         reconstruction, kl, _ = self.autoencoder_losses(batch["pixels"].flatten(0, 1))

@@ -6,9 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from scipy.stats import binomtest  # noqa: E402
-
-from stack.results import wilson_interval as wilson  # noqa: E402
+from stack.results import mcnemar_exact, wilson_interval  # noqa: E402
 
 runs = [json.loads(Path(p).read_text()) for p in sys.argv[1:]]
 names = [a["name"] for a in runs[0]["arms"]]
@@ -21,8 +19,8 @@ print("| arm | success | 95 % CI | only this arm / only first | McNemar p |")
 print("|---|---|---|---|---|")
 for n in names:
     s = per[n]
-    lo, hi = wilson(sum(s), len(s))
+    lo, hi = wilson_interval(sum(s), len(s))
     b = sum(x and not y for x, y in zip(s, base))
     c = sum(y and not x for x, y in zip(s, base))
-    p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
+    p = mcnemar_exact(s, base)
     print(f"| {n} | {sum(s)}/{len(s)} | [{lo:.2f}, {hi:.2f}] | {b} / {c} | {p:.3g} |")
