@@ -226,7 +226,8 @@ def train_demo(steps: int = 300, episodes: int = 8) -> None:
 
 
 def eval_world_model(world_model: str, data: str, json: str | None = None, episodes: int = 3, stride: int = 5,
-                     batch_size: int = 16, seed: int = 0, num_inference_steps: int | None = None) -> dict:
+                     batch_size: int = 16, seed: int = 0, num_inference_steps: int | None = None,
+                     guidance_scale: float | None = None) -> dict:
     """Prediction error of a learned world model per predicted step, against copying the last frame.
 
     Windows start every ``stride`` frames of the store's last ``episodes`` episodes (the ones
@@ -241,6 +242,11 @@ def eval_world_model(world_model: str, data: str, json: str | None = None, episo
         batch_size: windows imagined per pipeline call.
         seed: noise seed of the sampler.
         num_inference_steps: scheduler steps (default: the model's).
+        guidance_scale: action guidance (default: the model's; != 1 needs a model trained with action dropout).
+
+    Besides copy-last, each window is also imagined under the next window's action chunk ("shuffled"): an
+    error no higher than with the true chunk means the model does not use its actions. Ranking agreement
+    with the oracle's true outcomes needs the simulator: ``vla-stack run ... --rank_agreement true``.
     """
     from components.datamodule import open_checked_stores
     from stack.results import write_json
@@ -252,25 +258,64 @@ def eval_world_model(world_model: str, data: str, json: str | None = None, episo
             raise UsageError(f"{name} must be >= 1, got {value}")
     if num_inference_steps is not None and num_inference_steps < 1:
         raise UsageError(f"--num_inference_steps must be >= 1, got {num_inference_steps}")
+    if guidance_scale is not None and guidance_scale < 0:
+        raise UsageError(f"--guidance_scale must be >= 0, got {guidance_scale}")
     model = load_world_model(world_model)
     stores, embodiments = open_checked_stores([data], where="--data")
     store, spec = stores[0], embodiments[stores[0].embodiment]
     model.check_compatible(spec)
     held_out = list(range(max(0, store.n_episodes - episodes), store.n_episodes))
     errors = prediction_errors(model, store, spec, held_out, stride=stride, batch_size=batch_size, seed=seed,
-                               num_inference_steps=num_inference_steps)
+                               num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
     if not errors["windows"]:
         raise UsageError(f"--data {data}: episodes {held_out} have no window of {model.execute_steps + 1} frames "
                          f"(execute_steps {model.execute_steps} + 1); give more --episodes or longer episodes")
-    # The integrator adds the ranking agreement with the oracle (rank correlation over K candidates) here.
     result = {"world_model": world_model, "architecture": type(model.pipeline.transformer).__name__,
               "data": data, "embodiment": spec.name, "episodes": held_out, "stride": stride, **errors}
-    print(f"{'step':>5} {'pixel model':>12} {'pixel copy':>11} {'pixel AE':>9} {'latent model':>13} {'latent copy':>12}")
+    print(f"{'step':>5} {'pixel model':>12} {'pixel copy':>11} {'pixel shuf':>11} {'pixel AE':>9} "
+          f"{'latent model':>13} {'latent copy':>12} {'latent shuf':>12}")
     for i, step in enumerate(errors["steps"]):
         p, lat = errors["pixel_mse"], errors["latent_mse"]
-        print(f"{step:>5} {p['model'][i]:>12.5f} {p['copy_last'][i]:>11.5f} {p['autoencoder'][i]:>9.5f} "
-              f"{lat['model'][i]:>13.5f} {lat['copy_last'][i]:>12.5f}")
+        print(f"{step:>5} {p['model'][i]:>12.5f} {p['copy_last'][i]:>11.5f} {p['shuffled_actions'][i]:>11.5f} "
+              f"{p['autoencoder'][i]:>9.5f} {lat['model'][i]:>13.5f} {lat['copy_last'][i]:>12.5f} "
+              f"{lat['shuffled_actions'][i]:>12.5f}")
     print(f"{errors['windows']} windows of episodes {held_out[0]}..{held_out[-1]} of {data}")
     if json:
         write_json(result, json)
     return result
+
+
+def calibrate_surprise(results: str | list[str], quantile: float = 0.95) -> float:
+    """The verify threshold: the ``quantile`` of the surprise values of held-out runs without verify.
+
+    Run the arm to be verified on seeds the evaluation will not use, with a learned world model and no
+    --verify, writing its JSON (``vla-stack run ... --json held.json``); the printed value is what
+    ``--surprise_threshold`` (or an ablation arm's ``surprise_threshold``) takes.
+
+    Args:
+        results: a JSON file of ``vla-stack run``, or a list of them (``'[a.json, b.json]'``); their
+            per-episode decisions carry the surprise values.
+        quantile: in (0, 1]; 0.95 replans on about 5 % of predicted steps of runs like these.
+    """
+    import json as json_module
+
+    from planners.imagine import calibrate_surprise as quantile_of, surprises_of
+    if not 0.0 < quantile <= 1.0:
+        raise UsageError(f"--quantile must be in (0, 1], got {quantile}")
+    results = [results] if isinstance(results, str) else list(results)
+    values = []
+    for path in results:
+        try:
+            values += surprises_of(json_module.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise UsageError(f"--results {path}: no such file (a `vla-stack run --json` result)") from None
+        except (json_module.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise UsageError(f"--results {path}: not a `vla-stack run --json` result ({type(err).__name__}: {err})") from None
+    finite = [v for v in values if np.isfinite(v)]
+    if not finite:
+        raise UsageError(f"--results {results}: no surprise values; they come from runs with a "
+                         f"--world_model (--world_model none records none)")
+    threshold = quantile_of(finite, quantile)
+    print(f"surprise threshold {threshold:.6f}: the {quantile:g} quantile of {len(finite)} surprise values "
+          f"from {len(results)} run(s)")
+    return threshold

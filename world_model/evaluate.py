@@ -14,16 +14,20 @@ from world_model.training import window, window_starts
 
 def prediction_errors(model: LearnedWorldModel, store: EpisodeStore, spec: EmbodimentSpec, episodes: list[int],
                       stride: int = 5, batch_size: int = 16, seed: int = 0,
-                      num_inference_steps: int | None = None) -> dict:
+                      num_inference_steps: int | None = None, guidance_scale: float | None = None) -> dict:
     """Mean squared errors per predicted step over the windows starting every ``stride`` frames of
     ``episodes``: pixels in [0, 1] (the model's imagined frames as ``imagine`` makes them, copy-the-last-frame,
     and the autoencoder's plain reconstruction of the target, for reference) and latents (the model's vs the
-    encoded real target; copy-last: the encoded last context frame)."""
+    encoded real target; copy-last: the encoded last context frame). ``shuffled``: the same windows imagined
+    under another window's action chunk (the batch rolled by one), same noise: if the model used its
+    actions, this error is higher."""
     meta, pipe = model.meta, model.pipeline
     starts = window_starts(store, episodes, meta.execute_steps)[::stride]
     if not len(starts):
         return {"windows": 0}
-    sums = {k: np.zeros(meta.num_frames) for k in ("pix_model", "pix_copy", "pix_recon", "lat_model", "lat_copy")}
+    keys = ("pix_model", "pix_copy", "pix_recon", "pix_shuffled", "lat_model", "lat_copy", "lat_shuffled")
+    sums = {k: np.zeros(meta.num_frames) for k in keys}
+    shuffled_windows = 0
     generator = torch.Generator().manual_seed(seed)
     for lo in range(0, len(starts), batch_size):
         samples = [window(store, int(t), meta, spec) for t in starts[lo:lo + batch_size]]
@@ -32,9 +36,10 @@ def prediction_errors(model: LearnedWorldModel, store: EpisodeStore, spec: Embod
         b, n = pixels.shape[:2]
         latents = pipe.encode(pixels.flatten(0, 1)).unflatten(0, (b, n))
         context, target = latents[:, :meta.context_frames], latents[:, meta.context_frames:]
+        noise_state = generator.get_state()
         predicted, decoded = pipe(context, batch["actions"], batch["time_mask"], batch["dim_mask"],
                                   batch["embodiment"], num_inference_steps=num_inference_steps, generator=generator,
-                                  last_pixels=pixels[:, meta.context_frames - 1])
+                                  last_pixels=pixels[:, meta.context_frames - 1], guidance_scale=guidance_scale)
         recon = pipe.decode(target.flatten(0, 1)).unflatten(0, (b, -1))
         real = pixels[:, meta.context_frames:]
         last = pixels[:, meta.context_frames - 1: meta.context_frames]
@@ -47,10 +52,24 @@ def prediction_errors(model: LearnedWorldModel, store: EpisodeStore, spec: Embod
         sums["pix_recon"] += mse(recon.clamp(-1, 1) / 2, real / 2)
         sums["lat_model"] += mse(predicted, target)
         sums["lat_copy"] += mse(latents[:, meta.context_frames - 1: meta.context_frames].expand_as(target), target)
-    mean = {k: (v / len(starts)).round(6).tolist() for k, v in sums.items()}
+        if b > 1:  # the same windows and noise under the next window's chunk
+            after = generator.get_state()
+            generator.set_state(noise_state)
+            roll = [torch.roll(batch[k], 1, 0) for k in ("actions", "time_mask", "dim_mask")]
+            other, other_pixels = pipe(context, *roll, batch["embodiment"], num_inference_steps=num_inference_steps,
+                                       generator=generator, last_pixels=pixels[:, meta.context_frames - 1],
+                                       guidance_scale=guidance_scale)
+            generator.set_state(after)
+            sums["pix_shuffled"] += mse(other_pixels.clamp(-1, 1) / 2, real / 2)
+            sums["lat_shuffled"] += mse(other, target)
+            shuffled_windows += b
+    counts = {k: shuffled_windows if k.endswith("shuffled") else len(starts) for k in sums}
+    mean = {k: (v / max(counts[k], 1)).round(6).tolist() for k, v in sums.items()}
     return {"windows": int(len(starts)), "steps": predicted_steps(meta.execute_steps, meta.num_frames),
             "pixel_mse": {"model": mean["pix_model"], "copy_last": mean["pix_copy"],
-                          "autoencoder": mean["pix_recon"]},
-            "latent_mse": {"model": mean["lat_model"], "copy_last": mean["lat_copy"]},
+                          "autoencoder": mean["pix_recon"], "shuffled_actions": mean["pix_shuffled"]},
+            "latent_mse": {"model": mean["lat_model"], "copy_last": mean["lat_copy"],
+                           "shuffled_actions": mean["lat_shuffled"]},
+            "shuffled_windows": shuffled_windows,
             "beats_copy_last": {"pixel": [m < c for m, c in zip(mean["pix_model"], mean["pix_copy"])],
                                 "latent": [m < c for m, c in zip(mean["lat_model"], mean["lat_copy"])]}}

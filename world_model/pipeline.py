@@ -42,6 +42,7 @@ class WorldModelMeta:
     slot_table: list[str] = field(default_factory=lambda: list(action_space.CANONICAL_SLOTS))
     num_inference_steps: int = 4
     delta_scale: float = 10.0  # the transformer's sample is (future latent - last context latent) * delta_scale
+    guidance_scale: float = 1.0  # action guidance: > 1 needs a model trained with action dropout
 
     @staticmethod
     def embodiment_entry(spec: EmbodimentSpec, index: int) -> dict:
@@ -56,9 +57,11 @@ class WorldModelMeta:
     def load(cls, path: Path) -> "WorldModelMeta":
         with reading(path, "the world-model metadata"):
             raw = json.loads(path.read_text())
-            return cls(**{k: raw[k] for k in ("cameras", "frame_height", "frame_width", "context_frames",
+            meta = cls(**{k: raw[k] for k in ("cameras", "frame_height", "frame_width", "context_frames",
                                               "num_frames", "execute_steps", "embodiments", "slot_table",
                                               "num_inference_steps", "delta_scale")})
+            meta.guidance_scale = float(raw.get("guidance_scale", 1.0))  # absent before action guidance
+            return meta
 
 
 def tiny_vae(overrides: dict | None = None) -> AutoencoderKL:
@@ -115,19 +118,31 @@ class WorldModelPipeline(DiffusionPipeline):
     def __call__(self, context: torch.Tensor, actions: torch.Tensor, time_mask: torch.Tensor,
                  dim_mask: torch.Tensor, embodiment: torch.Tensor, num_inference_steps: int | None = None,
                  generator: torch.Generator | None = None, decode: bool = True,
-                 last_pixels: torch.Tensor | None = None, noise_scale: float = 1.0):
+                 last_pixels: torch.Tensor | None = None, noise_scale: float = 1.0,
+                 guidance_scale: float | None = None):
         """Future latents ``[B, F, C, h, w]`` (and their decoded pixels ``[B, F, 3, H, W]``, or None) of
         context latents ``[B, Fc, C, h, w]`` under canonical chunks ``actions [B, H_max, D]``.
         ``last_pixels [B, 3, H, W]``: the last real frame, which the decoded change is added to.
-        ``noise_scale`` < 1 starts the flow nearer its mean (0: one deterministic, lower-error future)."""
+        ``noise_scale`` < 1 starts the flow nearer its mean (0: one deterministic, lower-error future).
+        ``guidance_scale`` w != 1: velocity = v(no action) + w (v(action) - v(no action)), both in one batched
+        forward (classifier-free guidance on the action; the model must have been trained with action dropout)."""
         steps = num_inference_steps or self.meta.num_inference_steps
+        guidance = self.meta.guidance_scale if guidance_scale is None else float(guidance_scale)
         b, _, c, h, w = context.shape
         latents = noise_scale * torch.randn((b, self.meta.num_frames, c, h, w), generator=generator,
                                             dtype=context.dtype)
         self.scheduler.set_timesteps(steps)
         for timestep in self.scheduler.timesteps:
             t = (timestep / self.scheduler.config.num_train_timesteps).expand(b).to(context.dtype)
-            velocity = self.transformer(latents, context, actions, time_mask, dim_mask, embodiment, t)
+            if guidance == 1.0:
+                velocity = self.transformer(latents, context, actions, time_mask, dim_mask, embodiment, t)
+            else:
+                both = self.transformer(torch.cat([latents, latents]), torch.cat([context, context]),
+                                        torch.cat([actions, torch.zeros_like(actions)]), torch.cat([time_mask, time_mask]),
+                                        torch.cat([dim_mask, torch.zeros_like(dim_mask)]),
+                                        torch.cat([embodiment, embodiment]), torch.cat([t, t]))
+                conditional, unconditional = both.chunk(2)
+                velocity = unconditional + guidance * (conditional - unconditional)
             latents = self.scheduler.step(velocity, timestep, latents, return_dict=False)[0]
         last = context[:, -1:]
         latents = last + latents / self.meta.delta_scale

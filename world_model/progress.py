@@ -22,6 +22,7 @@ from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
+from tqdm.auto import tqdm
 
 from components.checkpoint_io import reading, replace_directory
 from components.embodiment import EmbodimentSpec
@@ -29,6 +30,7 @@ from components.errors import CheckpointError, CheckpointNotFoundError, ConfigEr
 from components.training import ExportsOnCheckpoint
 from world_model.base import Imagination
 from world_model.oracle import side_by_side
+from world_model.pipeline import pixels_to_uint8
 
 META_FILE = "progress.json"
 RECOVER = "write it again with `vla-stack fit --config configs/train/progress_tiny.yaml` (model.export_dir)"
@@ -157,13 +159,42 @@ def scorer_from_args(world_model=None, spec=None, scorer_model=None, **_):
 # ------------------------------------------------------------------------------------------- training
 
 
-class FrameValues(Dataset):
-    """Frames of episode stores (cameras side by side), their word ids, embodiment index and value label."""
+@torch.no_grad()
+def imagined_last_frames(world_model, store, spec: EmbodimentSpec, starts: np.ndarray, batch_size: int = 64,
+                         seed: int = 0) -> np.ndarray:
+    """uint8 ``[len(starts), H, W, 3]``: the last frame the learned ``world_model`` imagines for each window
+    of ``store`` starting at ``starts`` (its context and the chunk really executed there), as ``imagine``
+    makes them at test time (the checkpoint's sampling settings)."""
+    from world_model.pipeline import frames_to_pixels
+    from world_model.training import store_latents, window
+    meta, pipe = world_model.meta, world_model.pipeline
+    latents = store_latents(store, meta, pipe.vae)
+    keys = [f"images/{c}" for c in meta.cameras]
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for lo in tqdm(range(0, len(starts), batch_size), desc=f"imagining {Path(store.path).name}", unit="batch"):
+        ts = [int(t) for t in starts[lo:lo + batch_size]]
+        samples = [window(store, t, meta, spec, latents, "latents") for t in ts]
+        batch = {k: torch.stack([x[k] for x in samples]) for k in samples[0]}
+        rows = store.get_rows(slice(ts[0], ts[-1] + 1), keys)["images"]
+        last = frames_to_pixels({c: rows[c][np.array(ts) - ts[0]] for c in meta.cameras}, meta)
+        _, pixels = pipe(batch["latents"][:, :meta.context_frames], batch["actions"], batch["time_mask"],
+                         batch["dim_mask"], batch["embodiment"], generator=generator, last_pixels=last)
+        out.append(pixels_to_uint8(pixels[:, -1]))
+    return np.concatenate(out) if out else np.zeros((0, meta.frame_height, meta.frame_width * len(meta.cameras), 3),
+                                                      np.uint8)
 
-    def __init__(self, items: list[tuple[int, int]], paths: list[str], labels: list[np.ndarray],
-                 embodiment_index: list[int], cameras: list[list[str]]):
+
+class FrameValues(Dataset):
+    """Frames of episode stores (cameras side by side), their word ids, embodiment index and value label.
+    An item ``(j, t)`` is frame t of store j; ``(j, t, i)`` is row i of ``imagined[j]``, the frame imagined
+    at frame t (label: the real value at t)."""
+
+    def __init__(self, items: list[tuple], paths: list[str], labels: list[np.ndarray],
+                 embodiment_index: list[int], cameras: list[list[str]], imagined: list[np.ndarray] | None = None):
         self.items, self.paths, self.labels = items, paths, labels
         self.embodiment_index, self.cameras = embodiment_index, cameras
+        self.imagined = imagined
         self._stores = {}
 
     def __len__(self) -> int:
@@ -171,12 +202,15 @@ class FrameValues(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         from components.episode_store import EpisodeStore
-        j, t = self.items[i]
+        j, t = self.items[i][:2]
         if j not in self._stores:
             self._stores[j] = EpisodeStore.open(self.paths[j])
         store = self._stores[j]
-        images = store.get_frame(t, [f"images/{c}" for c in self.cameras[j]])["images"]
-        return {"frame": torch.as_tensor(side_by_side(images, self.cameras[j])),
+        if len(self.items[i]) == 3:
+            frame = self.imagined[j][self.items[i][2]]
+        else:
+            frame = side_by_side(store.get_frame(t, [f"images/{c}" for c in self.cameras[j]])["images"], self.cameras[j])
+        return {"frame": torch.as_tensor(frame),
                 "instruction": store.instructions[store.episode_of(t)],
                 "embodiment": self.embodiment_index[j], "label": float(self.labels[j][t])}
 
@@ -190,11 +224,21 @@ def _collate(batch: list[dict], buckets: int) -> dict:
 
 class ProgressDataModule(L.LightningDataModule):
     """Frames of stores with a per-frame ``reward``; the last ``val_episodes`` of each store are held out.
-    ``gamma``: the discount of the value label (:func:`returns`)."""
+    ``gamma``: the discount of the value label (:func:`returns`). ``imagined_by``: a learned world-model
+    pipeline directory; each window of the stores (every ``imagine_stride``-th start) also gives the last
+    frame that model imagines for the chunk really executed there, labelled with the real value at that
+    frame, so the head learns to read imagined frames as ``--scorer progress`` sees them at test time.
+    ``real_frames: false`` trains on the imagined frames only."""
 
     def __init__(self, datasets: list[str], gamma: float = 0.9, batch_size: int = 64, num_workers: int = 1,
-                 samples_per_epoch: int = 8192, val_episodes: int = 10, seed: int = 0, word_buckets: int = 512):
+                 samples_per_epoch: int = 8192, val_episodes: int = 10, seed: int = 0, word_buckets: int = 512,
+                 imagined_by: str | None = None, imagine_stride: int = 1, real_frames: bool = True):
         super().__init__()
+        if imagine_stride < 1:
+            raise ConfigError(f"data.imagine_stride must be >= 1, got {imagine_stride}")
+        if not real_frames and not imagined_by:
+            raise ConfigError("data.real_frames: false leaves nothing to train on without data.imagined_by")
+        self.imagined_by, self.imagine_stride, self.real_frames = imagined_by, imagine_stride, real_frames
         if not datasets:
             raise ConfigError("data.datasets is empty: give at least one episode store with a per-frame reward")
         if not 0.0 <= gamma < 1.0:
@@ -222,19 +266,42 @@ class ProgressDataModule(L.LightningDataModule):
             self.labels.append(returns(store.lowdim("reward"), store.episode_ends, self.gamma))
             held = min(self.val_episodes, store.n_episodes - 1)
             cut = int(store.episode_ends[store.n_episodes - held - 1])
-            self.train_items += [(j, t) for t in range(cut)]
-            self.val_items += [(j, t) for t in range(cut, store.n_frames)]
+            if self.real_frames:
+                self.train_items += [(j, t) for t in range(cut)]
+                self.val_items += [(j, t) for t in range(cut, store.n_frames)]
+        self.imagined = self._imagine(stores, specs) if self.imagined_by else None
         self._index = [self.embodiments[s.embodiment]["index"] for s in stores]
         self._cameras = [specs[s.embodiment].camera_names for s in stores]
-        train_labels = np.concatenate([self.labels[j][[t for jj, t in self.train_items if jj == j]]
+        train_labels = np.concatenate([self.labels[j][[it[1] for it in self.train_items if it[0] == j]]
                                        for j in range(len(stores))])
         self.label_mean, self.label_std = float(train_labels.mean()), float(train_labels.std() + 1e-6)
 
+    def _imagine(self, stores, specs) -> list[np.ndarray]:
+        """The imagined last frames of every ``imagine_stride``-th window per store; adds their items."""
+        from world_model.base import WorldModelMismatchError
+        from world_model.learned import load_world_model
+        from world_model.training import window_starts
+        model = load_world_model(self.imagined_by)
+        imagined = []
+        for j, store in enumerate(stores):
+            try:
+                model.check_compatible(specs[store.embodiment])
+            except WorldModelMismatchError as err:
+                raise ConfigError(f"data.imagined_by: {err}") from err
+            starts = window_starts(store, list(range(store.n_episodes)), model.execute_steps)[::self.imagine_stride]
+            imagined.append(imagined_last_frames(model, store, specs[store.embodiment], starts, seed=self.seed + j))
+            held = min(self.val_episodes, store.n_episodes - 1)
+            cut = int(store.episode_ends[store.n_episodes - held - 1])
+            for i, t in enumerate(starts + model.execute_steps):
+                (self.train_items if t < cut else self.val_items).append((j, int(t), i))
+        return imagined
+
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
-        self.train_set = FrameValues(self.train_items, self.paths, self.labels, self._index, self._cameras)
+        self.train_set = FrameValues(self.train_items, self.paths, self.labels, self._index, self._cameras,
+                                     self.imagined)
         self.val_set = FrameValues(self.val_items or self.train_items, self.paths, self.labels, self._index,
-                                   self._cameras)
+                                   self._cameras, self.imagined)
 
     def _loader(self, data, sampler=None):
         return DataLoader(data, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
@@ -273,7 +340,7 @@ class ProgressModule(ExportsOnCheckpoint, L.LightningModule):
         except (TypeError, ValueError) as err:
             raise ConfigError(f"model.head: cannot build the progress head ({err})") from err
         self.meta = {"embodiments": data.embodiments, "gamma": data.gamma, "label_mean": data.label_mean,
-                     "label_std": data.label_std, "datasets": data.paths}
+                     "label_std": data.label_std, "datasets": data.paths, "imagined_by": data.imagined_by}
 
     def _loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         pred = self.head(batch["frames"], batch["words"], batch["offsets"], batch["embodiment"])

@@ -193,9 +193,14 @@ class WorldModelModule(ExportsOnCheckpoint, L.LightningModule):
                  delta_scale: float = 10.0, vae: dict | None = None, transformer: dict | None = None, num_embodiments: int = 8,
                  num_inference_steps: int = 4, lr: float = 1e-3, weight_decay: float = 0.0,
                  warmup_steps: int = 20, kl_weight: float = 1e-4, export_dir: str | None = None,
-                 autoencoder: str | None = None):
+                 autoencoder: str | None = None, action_dropout: float = 0.0, guidance_scale: float = 1.0):
         super().__init__()
         self.save_hyperparameters()
+        if not 0.0 <= action_dropout < 1.0:
+            raise ConfigError(f"model.action_dropout must be in [0, 1), got {action_dropout}")
+        if guidance_scale != 1.0 and action_dropout == 0.0:
+            raise ConfigError(f"model.guidance_scale {guidance_scale} needs model.action_dropout > 0 (the "
+                              f"action-free velocity it subtracts is only learned with dropout)")
         if not 1 <= context_frames <= 2:
             raise ConfigError(f"model.context_frames must be 1 or 2, got {context_frames}")
         if execute_steps < num_frames:
@@ -223,7 +228,8 @@ class WorldModelModule(ExportsOnCheckpoint, L.LightningModule):
             cameras=list(cameras), frame_height=hp.frame_height, frame_width=hp.frame_width,
             context_frames=hp.context_frames, num_frames=hp.num_frames, execute_steps=hp.execute_steps,
             embodiments={name: WorldModelMeta.embodiment_entry(spec, i) for i, (name, spec) in enumerate(specs.items())},
-            num_inference_steps=hp.num_inference_steps, delta_scale=hp.delta_scale)
+            num_inference_steps=hp.num_inference_steps, delta_scale=hp.delta_scale,
+            guidance_scale=hp.guidance_scale)
         autoencoder = load_autoencoder(hp.autoencoder) if hp.autoencoder else None
         try:
             self.pipeline = build_pipeline(self.meta, hp.architecture, hp.vae, hp.transformer, hp.num_embodiments,
@@ -262,8 +268,12 @@ class WorldModelModule(ExportsOnCheckpoint, L.LightningModule):
         t = torch.rand(b, device=latents.device)
         noise = torch.randn_like(target)
         noisy = t.view(b, 1, 1, 1, 1) * noise + (1 - t.view(b, 1, 1, 1, 1)) * target
-        velocity = self.transformer(noisy, context, batch["actions"], batch["time_mask"], batch["dim_mask"],
-                                    batch["embodiment"], t)
+        actions, dim_mask = batch["actions"], batch["dim_mask"]
+        if self.training and self.hparams.action_dropout > 0:  # the action-free velocity that guidance needs
+            keep = torch.rand(b, device=latents.device) >= self.hparams.action_dropout
+            actions = actions * keep[:, None, None].to(actions.dtype)
+            dim_mask = dim_mask * keep[:, None].to(dim_mask.dtype)
+        velocity = self.transformer(noisy, context, actions, batch["time_mask"], dim_mask, batch["embodiment"], t)
         flow = F.mse_loss(velocity, noise - target)
         autoencoder = out["reconstruction"] + self.hparams.kl_weight * out["kl"] if "reconstruction" in out else 0.0
         out.update(loss=autoencoder + flow, flow=flow)
@@ -298,7 +308,8 @@ class AutoencoderModule(WorldModelModule):
     exported = "autoencoder"
     # the parent's other arguments: the transformer it builds is unused, the rest its defaults
     FIXED = {"architecture": "dit", "transformer": {"dim": 8, "depth": 1, "heads": 1}, "delta_scale": 10.0,
-             "num_embodiments": 8, "num_inference_steps": 4, "autoencoder": None}
+             "num_embodiments": 8, "num_inference_steps": 4, "autoencoder": None, "action_dropout": 0.0,
+             "guidance_scale": 1.0}
 
     def __init__(self, cameras: list[str] | None = None, frame_height: int = 48, frame_width: int = 64,
                  context_frames: int = 2, num_frames: int = 4, execute_steps: int = 10, vae: dict | None = None,

@@ -90,3 +90,18 @@ def test_the_world_model_can_be_swapped_between_episodes(policy, push):
     assert second.sim is not None and first.sim is not None
     # the same seed, the same random scorer draw: the same choice whichever world model imagined it
     assert a.decisions[0]["choice"] == b.decisions[0]["choice"]
+
+
+def test_calibrate_surprise_command_pools_the_runs_it_is_given(tmp_path, capsys):
+    import json
+
+    from stack.commands import calibrate_surprise as command
+    runs = [{"per_episode": [{"decisions": [{"surprise": [0.1, 0.4]}, {"surprise": [float("nan")]}]}]},
+            {"per_episode": [{"decisions": [{"surprise": [0.2]}]}, {"decisions": []}]}]
+    paths = []
+    for i, result in enumerate(runs):
+        paths.append(tmp_path / f"run{i}.json")
+        paths[-1].write_text(json.dumps(result))
+    assert command([str(p) for p in paths], quantile=0.5) == pytest.approx(0.2)  # NaN dropped: 0.1, 0.2, 0.4
+    assert "the 0.5 quantile of 3 surprise values from 2 run(s)" in capsys.readouterr().out
+    assert command(str(paths[1]), quantile=1.0) == pytest.approx(0.2)

@@ -256,6 +256,13 @@ CASES = [
      r"is not a world-model directory \(it is a VLA policy checkpoint\): no model_index.json, world_model.json"),
     ("eval-world-model-zero-episodes", ["eval-world-model", "--world_model", "{ckpt}", "--data", "{fetch_store}",
                                         "--episodes", "0"], r"--episodes must be >= 1, got 0"),
+    # calibrate-surprise
+    ("calibrate-surprise-missing-file", ["calibrate-surprise", "--results", "{tmp}/nowhere.json"],
+     r"--results .*nowhere.json: no such file \(a `vla-stack run --json` result\)"),
+    ("calibrate-surprise-not-a-run-result", ["calibrate-surprise", "--results", "{a_file}"],
+     r"--results .*a_file.txt: not a `vla-stack run --json` result \(JSONDecodeError"),
+    ("calibrate-surprise-bad-quantile", ["calibrate-surprise", "--results", "{a_file}", "--quantile", "1.5"],
+     r"--quantile must be in \(0, 1\], got 1.5"),
     ("fit-missing-store", [*FIT, DATASETS.replace("{store}", "{tmp}/nowhere.zarr")],
      r"data.datasets: episode store '.*nowhere.zarr' does not exist"),
     ("fit-damaged-image-chunk", [*FIT, DATASETS.replace("{store}", "{damaged_images}")],
@@ -421,7 +428,7 @@ def test_help_lists_every_command():
     listed = re.search(r"\{([a-z_,-]+)\}", result.stdout).group(1).split(",")
     assert {"fit", "validate", "test", "predict", "run", "collect", "stats", "sample", "export", "demo",
             "synth", "bench", "ablate", "serve", "eval-world-model", "import-lerobot", "nav", "route",
-            "map", "predict-trajectory", "eval-trajectory"} <= set(listed)
+            "map", "predict-trajectory", "eval-trajectory", "calibrate-surprise"} <= set(listed)
 
 
 # ---- kill -9 --------------------------------------------------------------------------------------

@@ -123,3 +123,42 @@ def test_run_ranks_oracle_futures_with_the_progress_scorer(trained, tiny_checkpo
     decisions = result["per_episode"][0]["decisions"]
     assert result["scorer"] == "progress" and decisions
     assert all(len(d["scores"]) == 3 and d["choice"] == int(np.argmax(d["scores"])) for d in decisions)
+
+
+def test_imagined_frames_train_the_head_on_what_the_world_model_imagines(tiny_checkpoint, tmp_path):
+    """data.imagined_by: each window adds the world model's last imagined frame, labelled with the real value."""
+    from components.embodiment import Embodiments
+    from components.episode_store import EpisodeStore
+    from stack.runner import run
+    from world_model.learned import load_world_model
+    from world_model.pipeline import WorldModelMeta, build_pipeline
+    from world_model.progress import ProgressDataModule
+    spec = Embodiments.from_config_dir(["fetch"])["fetch"]
+    store_path = str(tmp_path / "push.zarr")
+    run(env="vla_stack/FetchPush-v0", policy=tiny_checkpoint, episodes=2, seed=0, max_steps=14,
+        env_kwargs={"reward_type": "dense"}, record=store_path)
+    meta = WorldModelMeta(cameras=spec.camera_names, frame_height=16, frame_width=16, context_frames=2, num_frames=2,
+                          execute_steps=4, embodiments={"fetch": WorldModelMeta.embodiment_entry(spec, 0)},
+                          num_inference_steps=2)
+    torch.manual_seed(0)
+    build_pipeline(meta, "dit", vae={"block_out_channels": (8, 16, 16)},
+                   transformer={"dim": 32, "depth": 1, "heads": 2}).save_pretrained(tmp_path / "wm")
+    data = ProgressDataModule([store_path], val_episodes=1, imagined_by=str(tmp_path / "wm"), num_workers=0)
+    data.prepare()
+    store = EpisodeStore.open(store_path)
+    imagined = [it for it in data.train_items + data.val_items if len(it) == 3]
+    n_windows = sum(int(e - s) - 4 for s, e in zip([0, *store.episode_ends[:-1]], store.episode_ends))
+    assert len(imagined) == n_windows == len(data.imagined[0]) and data.imagined[0].shape[1:] == (16, 32, 3)
+    assert len(data.train_items) + len(data.val_items) == store.n_frames + n_windows  # real frames are kept
+    cut = store.episode_ends[0]  # the last episode is held out, imagined frames included
+    assert all(it[1] < cut for it in data.train_items) and all(it[1] >= cut for it in data.val_items)
+    data.setup()
+    j, t, i = imagined[0]
+    item = data.train_set[data.train_set.items.index(imagined[0])]
+    assert item["label"] == pytest.approx(float(data.labels[0][t]))
+    start = t - 4  # the window's start: its context is frames start-1, start; its chunk the one executed from start
+    frames = [store.get_frame(max(0, r), [f"images/{c}" for c in spec.camera_names]) for r in (start - 1, start)]
+    chunk, _ = store.get_window(start, spec.chunk_horizon)
+    expected = load_world_model(tmp_path / "wm").imagine(frames, chunk[None], spec, 4, seed=0).frames[0, -1]
+    diff = np.abs(item["frame"].numpy().astype(int) - expected.astype(int))
+    assert diff.mean() < 1.0, diff.mean()  # the same imagination, up to the float16 latent cache

@@ -118,8 +118,9 @@ def test_fit_exports_a_pipeline_that_eval_world_model_reads(tmp_path):
     result = json.loads(report.read_text())
     assert result["steps"] == [2, 5, 8, 10] and result["windows"] >= 1
     for kind in ("pixel_mse", "latent_mse"):
-        assert len(result[kind]["model"]) == len(result[kind]["copy_last"]) == 4
-        assert all(v > 0 for v in result[kind]["model"])
+        assert len(result[kind]["model"]) == len(result[kind]["copy_last"]) == len(result[kind]["shuffled_actions"]) == 4
+        assert all(v > 0 for v in result[kind]["model"] + result[kind]["shuffled_actions"])
+    assert result["shuffled_windows"] == result["windows"] >= 2
 
 
 def test_cached_windows_are_the_windows_read_from_the_store(tmp_path):
@@ -144,3 +145,31 @@ def test_cached_windows_are_the_windows_read_from_the_store(tmp_path):
             assert torch.equal(cached[key], plain[key]), key
         encoded = model.pipeline.encode(plain["pixels"])
         assert torch.allclose(latents[i]["latents"], encoded, atol=5e-3 * (1 + encoded.abs().max()))
+
+
+def test_action_guidance_extrapolates_from_the_action_free_velocity_in_one_batched_call():
+    model = tiny_model("dit")
+    history = [observation(1), observation(2)]
+    calls = []
+    hook = model.pipeline.transformer.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    plain = model.imagine(history, CHUNKS, SPEC, 10, seed=3, num_inference_steps=1).latents
+    assert calls == [3]
+    out = {}
+    for w in (0.0, 1.0, 2.0):
+        model.meta.guidance_scale = w
+        out[w] = model.imagine(history, CHUNKS, SPEC, 10, seed=3, num_inference_steps=1).latents
+    hook.remove()
+    assert calls == [3, 6, 3, 6]  # w != 1: conditional and action-free halves in one forward
+    np.testing.assert_array_equal(out[1.0], plain)
+    # one Euler step is linear in the velocity: w = 2 is twice the conditional minus the action-free future
+    np.testing.assert_allclose(out[2.0], 2 * out[1.0] - out[0.0], atol=1e-5)
+    assert not np.allclose(out[0.0][0], out[1.0][0], atol=1e-4)  # the action matters to the tiny model
+
+
+def test_guidance_without_action_dropout_is_refused():
+    from components.errors import ConfigError
+    from world_model.training import WorldModelModule
+    with pytest.raises(ConfigError, match="guidance_scale 2.0 needs model.action_dropout > 0"):
+        WorldModelModule(guidance_scale=2.0)
+    with pytest.raises(ConfigError, match=r"action_dropout must be in \[0, 1\)"):
+        WorldModelModule(action_dropout=1.0)
