@@ -227,7 +227,7 @@ def train_demo(steps: int = 300, episodes: int = 8) -> None:
 
 def eval_world_model(world_model: str, data: str, json: str | None = None, episodes: int = 3, stride: int = 5,
                      batch_size: int = 16, seed: int = 0, num_inference_steps: int | None = None,
-                     guidance_scale: float | None = None) -> dict:
+                     guidance_scale: float | None = None, scorer_model: str | None = None) -> dict:
     """Prediction error of a learned world model per predicted step, against copying the last frame.
 
     Windows start every ``stride`` frames of the store's last ``episodes`` episodes (the ones
@@ -243,6 +243,9 @@ def eval_world_model(world_model: str, data: str, json: str | None = None, episo
         seed: noise seed of the sampler.
         num_inference_steps: scheduler steps (default: the model's).
         guidance_scale: action guidance (default: the model's; != 1 needs a model trained with action dropout).
+        scorer_model: a progress-scorer directory: also report its value error (MAE against the real value
+            label, and the correlation) on the last imagined frame, the real frame there and the last
+            context frame; the store needs a per-frame reward.
 
     Besides copy-last, each window is also imagined under the next window's action chunk ("shuffled"): an
     error no higher than with the true chunk means the model does not use its actions. Ranking agreement
@@ -264,9 +267,18 @@ def eval_world_model(world_model: str, data: str, json: str | None = None, episo
     stores, embodiments = open_checked_stores([data], where="--data")
     store, spec = stores[0], embodiments[stores[0].embodiment]
     model.check_compatible(spec)
+    scorer = gamma = None
+    if scorer_model is not None:
+        from world_model.progress import ProgressScorer
+        scorer = ProgressScorer.from_pretrained(scorer_model, spec)
+        gamma = float(scorer.meta["gamma"])
+        if "reward" not in store.keys:
+            raise UsageError(f"--scorer_model needs value labels: --data {data} has no per-frame 'reward' "
+                             f"(record with `vla-stack run --record`; Fetch: --env_kwargs '{{reward_type: dense}}')")
     held_out = list(range(max(0, store.n_episodes - episodes), store.n_episodes))
     errors = prediction_errors(model, store, spec, held_out, stride=stride, batch_size=batch_size, seed=seed,
-                               num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+                               num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                               scorer=scorer, gamma=gamma)
     if not errors["windows"]:
         raise UsageError(f"--data {data}: episodes {held_out} have no window of {model.execute_steps + 1} frames "
                          f"(execute_steps {model.execute_steps} + 1); give more --episodes or longer episodes")
@@ -279,6 +291,9 @@ def eval_world_model(world_model: str, data: str, json: str | None = None, episo
         print(f"{step:>5} {p['model'][i]:>12.5f} {p['copy_last'][i]:>11.5f} {p['shuffled_actions'][i]:>11.5f} "
               f"{p['autoencoder'][i]:>9.5f} {lat['model'][i]:>13.5f} {lat['copy_last'][i]:>12.5f} "
               f"{lat['shuffled_actions'][i]:>12.5f}")
+    for name, v in errors.get("scorer_value", {}).items():
+        print(f"scorer value of the {name.replace('_', '-')} frame: MAE {v['mae']:.5f}, Pearson with the label "
+              f"{'-' if v['pearson'] is None else format(v['pearson'], '.3f')}")
     print(f"{errors['windows']} windows of episodes {held_out[0]}..{held_out[-1]} of {data}")
     if json:
         write_json(result, json)

@@ -9,18 +9,22 @@ from components.embodiment import EmbodimentSpec
 from components.episode_store import EpisodeStore
 from world_model.base import predicted_steps
 from world_model.learned import LearnedWorldModel
+from world_model.pipeline import pixels_to_uint8
 from world_model.training import window, window_starts
 
 
 def prediction_errors(model: LearnedWorldModel, store: EpisodeStore, spec: EmbodimentSpec, episodes: list[int],
                       stride: int = 5, batch_size: int = 16, seed: int = 0,
-                      num_inference_steps: int | None = None, guidance_scale: float | None = None) -> dict:
+                      num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                      scorer=None, gamma: float | None = None) -> dict:
     """Mean squared errors per predicted step over the windows starting every ``stride`` frames of
     ``episodes``: pixels in [0, 1] (the model's imagined frames as ``imagine`` makes them, copy-the-last-frame,
     and the autoencoder's plain reconstruction of the target, for reference) and latents (the model's vs the
     encoded real target; copy-last: the encoded last context frame). ``shuffled``: the same windows imagined
     under another window's action chunk (the batch rolled by one), same noise: if the model used its
-    actions, this error is higher."""
+    actions, this error is higher. ``scorer`` (a :class:`~world_model.progress.ProgressScorer`): also its
+    value of the last imagined frame, of the real frame there and of the last context frame, each against
+    the real value label there (discounted dense reward, ``gamma``; needs the store's ``reward``)."""
     meta, pipe = model.meta, model.pipeline
     starts = window_starts(store, episodes, meta.execute_steps)[::stride]
     if not len(starts):
@@ -28,6 +32,11 @@ def prediction_errors(model: LearnedWorldModel, store: EpisodeStore, spec: Embod
     keys = ("pix_model", "pix_copy", "pix_recon", "pix_shuffled", "lat_model", "lat_copy", "lat_shuffled")
     sums = {k: np.zeros(meta.num_frames) for k in keys}
     shuffled_windows = 0
+    values = {"imagined": [], "real": [], "copy_last": [], "label": []}
+    labels = None
+    if scorer is not None:
+        from world_model.progress import returns
+        labels = returns(store.lowdim("reward"), store.episode_ends, gamma)
     generator = torch.Generator().manual_seed(seed)
     for lo in range(0, len(starts), batch_size):
         samples = [window(store, int(t), meta, spec) for t in starts[lo:lo + batch_size]]
@@ -52,6 +61,11 @@ def prediction_errors(model: LearnedWorldModel, store: EpisodeStore, spec: Embod
         sums["pix_recon"] += mse(recon.clamp(-1, 1) / 2, real / 2)
         sums["lat_model"] += mse(predicted, target)
         sums["lat_copy"] += mse(latents[:, meta.context_frames - 1: meta.context_frames].expand_as(target), target)
+        if scorer is not None:
+            instruction = store.instructions[store.episode_of(int(starts[lo]))]
+            for name, frames in (("imagined", decoded[:, -1]), ("real", real[:, -1]), ("copy_last", last[:, 0])):
+                values[name] += scorer.values(pixels_to_uint8(frames), instruction, spec).tolist()
+            values["label"] += [float(labels[int(t) + meta.execute_steps]) for t in starts[lo:lo + batch_size]]
         if b > 1:  # the same windows and noise under the next window's chunk
             after = generator.get_state()
             generator.set_state(noise_state)
@@ -71,5 +85,17 @@ def prediction_errors(model: LearnedWorldModel, store: EpisodeStore, spec: Embod
             "latent_mse": {"model": mean["lat_model"], "copy_last": mean["lat_copy"],
                            "shuffled_actions": mean["lat_shuffled"]},
             "shuffled_windows": shuffled_windows,
+            **({"scorer_value": _value_errors(values)} if scorer is not None else {}),
             "beats_copy_last": {"pixel": [m < c for m, c in zip(mean["pix_model"], mean["pix_copy"])],
                                 "latent": [m < c for m, c in zip(mean["lat_model"], mean["lat_copy"])]}}
+
+
+def _value_errors(values: dict) -> dict:
+    """MAE of each frame's value against the label, and its Pearson correlation with the label."""
+    label = np.asarray(values["label"])
+    out = {}
+    for name in ("imagined", "real", "copy_last"):
+        v = np.asarray(values[name])
+        corr = float(np.corrcoef(v, label)[0, 1]) if len(v) > 1 and v.std() > 0 and label.std() > 0 else None
+        out[name] = {"mae": round(float(np.abs(v - label).mean()), 6), "pearson": corr}
+    return out

@@ -162,3 +162,35 @@ def test_imagined_frames_train_the_head_on_what_the_world_model_imagines(tiny_ch
     expected = load_world_model(tmp_path / "wm").imagine(frames, chunk[None], spec, 4, seed=0).frames[0, -1]
     diff = np.abs(item["frame"].numpy().astype(int) - expected.astype(int))
     assert diff.mean() < 1.0, diff.mean()  # the same imagination, up to the float16 latent cache
+
+
+def test_eval_world_model_reports_the_scorers_value_error_on_imagined_frames(tiny_checkpoint, tmp_path):
+    """prediction_errors(scorer=...): the head's value of the real, imagined and copy-last frames against the label."""
+    from components.embodiment import Embodiments
+    from components.episode_store import EpisodeStore
+    from stack.runner import run
+    from world_model.evaluate import prediction_errors
+    from world_model.learned import LearnedWorldModel
+    from world_model.pipeline import WorldModelMeta, build_pipeline, pixels_to_uint8
+    from world_model.training import window, window_starts
+    spec = Embodiments.from_config_dir(["fetch"])["fetch"]
+    store_path = str(tmp_path / "push.zarr")
+    run(env="vla_stack/FetchPush-v0", policy=tiny_checkpoint, episodes=1, seed=0, max_steps=12,
+        env_kwargs={"reward_type": "dense"}, record=store_path)
+    store = EpisodeStore.open(store_path)
+    meta = WorldModelMeta(cameras=spec.camera_names, frame_height=16, frame_width=16, context_frames=2, num_frames=2,
+                          execute_steps=4, embodiments={"fetch": WorldModelMeta.embodiment_entry(spec, 0)})
+    torch.manual_seed(0)
+    model = LearnedWorldModel(build_pipeline(meta, "dit", vae={"block_out_channels": (8, 16, 16)},
+                                             transformer={"dim": 32, "depth": 1, "heads": 2}))
+    head = ProgressHead(height=16, width=32, channels=(8, 16), label_mean=-0.1, label_std=0.05)
+    scorer = ProgressScorer(head, {"embodiments": {"fetch": {"index": 0, "cameras": spec.camera_names}}}, "tiny")
+    result = prediction_errors(model, store, spec, [0], stride=1, scorer=scorer, gamma=0.9)
+    value = result["scorer_value"]
+    assert set(value) == {"imagined", "real", "copy_last"} and all(np.isfinite(v["mae"]) for v in value.values())
+    labels = returns(store.lowdim("reward"), store.episode_ends, 0.9)
+    starts = window_starts(store, [0], 4)
+    real = torch.stack([window(store, int(t), meta, spec)["pixels"][-1] for t in starts])
+    expected = np.abs(scorer.values(pixels_to_uint8(real), store.instructions[0], spec) - labels[starts + 4]).mean()
+    assert value["real"]["mae"] == pytest.approx(expected, abs=1e-5)
+    assert value["imagined"]["mae"] != value["real"]["mae"]
