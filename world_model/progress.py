@@ -207,10 +207,14 @@ class FrameValues(Dataset):
             self._stores[j] = EpisodeStore.open(self.paths[j])
         store = self._stores[j]
         if len(self.items[i]) == 3:
-            frame = self.imagined[j][self.items[i][2]]
+            frame = torch.as_tensor(self.imagined[j][self.items[i][2]])
         else:
-            frame = side_by_side(store.get_frame(t, [f"images/{c}" for c in self.cameras[j]])["images"], self.cameras[j])
-        return {"frame": torch.as_tensor(frame),
+            frame = torch.as_tensor(side_by_side(store.get_frame(t, [f"images/{c}" for c in self.cameras[j]])["images"],
+                                                 self.cameras[j]))
+            if self.imagined is not None and frame.shape != self.imagined[j].shape[1:]:  # one batch, one size
+                x = F.interpolate(frame.permute(2, 0, 1)[None].float(), size=self.imagined[j].shape[1:3], mode="area")
+                frame = x[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+        return {"frame": frame,
                 "instruction": store.instructions[store.episode_of(t)],
                 "embodiment": self.embodiment_index[j], "label": float(self.labels[j][t])}
 

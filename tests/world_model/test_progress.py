@@ -162,6 +162,10 @@ def test_imagined_frames_train_the_head_on_what_the_world_model_imagines(tiny_ch
     expected = load_world_model(tmp_path / "wm").imagine(frames, chunk[None], spec, 4, seed=0).frames[0, -1]
     diff = np.abs(item["frame"].numpy().astype(int) - expected.astype(int))
     assert diff.mean() < 1.0, diff.mean()  # the same imagination, up to the float16 latent cache
+    real = data.train_set[data.train_set.items.index((0, t))]["frame"]  # at the imagined size: one batch, one size
+    assert real.shape == item["frame"].shape and real.dtype == torch.uint8
+    batch = next(iter(data.train_dataloader()))
+    assert batch["frames"].shape[1:] == (16, 32, 3)
 
 
 def test_eval_world_model_reports_the_scorers_value_error_on_imagined_frames(tiny_checkpoint, tmp_path):
