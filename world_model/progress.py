@@ -232,17 +232,21 @@ class ProgressDataModule(L.LightningDataModule):
     pipeline directory; each window of the stores (every ``imagine_stride``-th start) also gives the last
     frame that model imagines for the chunk really executed there, labelled with the real value at that
     frame, so the head learns to read imagined frames as ``--scorer progress`` sees them at test time.
-    ``real_frames: false`` trains on the imagined frames only."""
+    ``real_frames: false`` trains on the imagined frames only. ``imagined_cache``: a directory where the
+    imagined frames are kept per (world model, store, stride, seed), so a resumed or repeated fit does not
+    imagine them again."""
 
     def __init__(self, datasets: list[str], gamma: float = 0.9, batch_size: int = 64, num_workers: int = 1,
                  samples_per_epoch: int = 8192, val_episodes: int = 10, seed: int = 0, word_buckets: int = 512,
-                 imagined_by: str | None = None, imagine_stride: int = 1, real_frames: bool = True):
+                 imagined_by: str | None = None, imagine_stride: int = 1, real_frames: bool = True,
+                 imagined_cache: str | None = None):
         super().__init__()
         if imagine_stride < 1:
             raise ConfigError(f"data.imagine_stride must be >= 1, got {imagine_stride}")
         if not real_frames and not imagined_by:
             raise ConfigError("data.real_frames: false leaves nothing to train on without data.imagined_by")
         self.imagined_by, self.imagine_stride, self.real_frames = imagined_by, imagine_stride, real_frames
+        self.imagined_cache = imagined_cache
         if not datasets:
             raise ConfigError("data.datasets is empty: give at least one episode store with a per-frame reward")
         if not 0.0 <= gamma < 1.0:
@@ -293,12 +297,38 @@ class ProgressDataModule(L.LightningDataModule):
             except WorldModelMismatchError as err:
                 raise ConfigError(f"data.imagined_by: {err}") from err
             starts = window_starts(store, list(range(store.n_episodes)), model.execute_steps)[::self.imagine_stride]
-            imagined.append(imagined_last_frames(model, store, specs[store.embodiment], starts, seed=self.seed + j))
+            cache = self._cache_file(store, starts, self.seed + j)
+            if cache is not None and cache.is_file():
+                frames = np.load(cache)
+            else:
+                frames = imagined_last_frames(model, store, specs[store.embodiment], starts, seed=self.seed + j)
+                if cache is not None:  # written whole or not at all
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = cache.with_name(cache.name + ".tmp.npy")
+                    np.save(tmp, frames)
+                    tmp.replace(cache)
+            imagined.append(frames)
             held = min(self.val_episodes, store.n_episodes - 1)
             cut = int(store.episode_ends[store.n_episodes - held - 1])
             for i, t in enumerate(starts + model.execute_steps):
                 (self.train_items if t < cut else self.val_items).append((j, int(t), i))
         return imagined
+
+    def _cache_file(self, store, starts: np.ndarray, seed: int) -> Path | None:
+        """Where the imagined frames of ``store`` live in ``imagined_cache``: named by a hash of the world
+        model's files (names, sizes, modification times), the store and its length, the window starts and
+        the seed, so a changed model or store is imagined again."""
+        if not self.imagined_cache:
+            return None
+        import hashlib
+        h = hashlib.sha1()
+        for f in sorted(Path(self.imagined_by).rglob("*")):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.relative_to(self.imagined_by)}:{st.st_size}:{st.st_mtime_ns};".encode())
+        h.update(f"{Path(store.path).resolve()}:{store.n_frames}:{seed}:".encode())
+        h.update(np.ascontiguousarray(starts, dtype=np.int64).tobytes())
+        return Path(self.imagined_cache) / f"{Path(store.path).stem}-{h.hexdigest()[:16]}.npy"
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()

@@ -125,7 +125,7 @@ def test_run_ranks_oracle_futures_with_the_progress_scorer(trained, tiny_checkpo
     assert all(len(d["scores"]) == 3 and d["choice"] == int(np.argmax(d["scores"])) for d in decisions)
 
 
-def test_imagined_frames_train_the_head_on_what_the_world_model_imagines(tiny_checkpoint, tmp_path):
+def test_imagined_frames_train_the_head_on_what_the_world_model_imagines(tiny_checkpoint, tmp_path, monkeypatch):
     """data.imagined_by: each window adds the world model's last imagined frame, labelled with the real value."""
     from components.embodiment import Embodiments
     from components.episode_store import EpisodeStore
@@ -143,8 +143,17 @@ def test_imagined_frames_train_the_head_on_what_the_world_model_imagines(tiny_ch
     torch.manual_seed(0)
     build_pipeline(meta, "dit", vae={"block_out_channels": (8, 16, 16)},
                    transformer={"dim": 32, "depth": 1, "heads": 2}).save_pretrained(tmp_path / "wm")
-    data = ProgressDataModule([store_path], val_episodes=1, imagined_by=str(tmp_path / "wm"), num_workers=0)
+    data = ProgressDataModule([store_path], val_episodes=1, imagined_by=str(tmp_path / "wm"), num_workers=0,
+                              imagined_cache=str(tmp_path / "cache"))
     data.prepare()
+    cached = list((tmp_path / "cache").glob("*.npy"))
+    assert len(cached) == 1 and np.array_equal(np.load(cached[0]), data.imagined[0])
+    with monkeypatch.context() as patch:  # a second fit reads the cache: imagining again would fail
+        patch.setattr("world_model.progress.imagined_last_frames", None)
+        again = ProgressDataModule([store_path], val_episodes=1, imagined_by=str(tmp_path / "wm"), num_workers=0,
+                                   imagined_cache=str(tmp_path / "cache"))
+        again.prepare()
+    assert np.array_equal(again.imagined[0], data.imagined[0]) and again.train_items == data.train_items
     store = EpisodeStore.open(store_path)
     imagined = [it for it in data.train_items + data.val_items if len(it) == 3]
     n_windows = sum(int(e - s) - 4 for s, e in zip([0, *store.episode_ends[:-1]], store.episode_ends))
