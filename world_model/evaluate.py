@@ -45,25 +45,25 @@ def prediction_errors(model: LearnedWorldModel, store: EpisodeStore, spec: Embod
         b, n = pixels.shape[:2]
         latents = pipe.encode(pixels.flatten(0, 1)).unflatten(0, (b, n))
         context, target = latents[:, :meta.context_frames], latents[:, meta.context_frames:]
+        last_real = pixels[:, meta.context_frames - 1]
         noise_state = generator.get_state()
         predicted, decoded = pipe(context, batch["actions"], batch["time_mask"], batch["dim_mask"],
                                   batch["embodiment"], num_inference_steps=num_inference_steps, generator=generator,
-                                  last_pixels=pixels[:, meta.context_frames - 1], guidance_scale=guidance_scale)
+                                  last_pixels=last_real, guidance_scale=guidance_scale)
         recon = pipe.decode(target.flatten(0, 1)).unflatten(0, (b, -1))
         real = pixels[:, meta.context_frames:]
-        last = pixels[:, meta.context_frames - 1: meta.context_frames]
 
         def mse(a, b_):  # per predicted step, summed over the batch, on [0, 1] pixels or raw latents
             return ((a - b_) ** 2).flatten(2).mean(-1).sum(0).numpy()
 
         sums["pix_model"] += mse(decoded.clamp(-1, 1) / 2, real / 2)
-        sums["pix_copy"] += mse(last.expand_as(real) / 2, real / 2)
+        sums["pix_copy"] += mse(last_real[:, None].expand_as(real) / 2, real / 2)
         sums["pix_recon"] += mse(recon.clamp(-1, 1) / 2, real / 2)
         sums["lat_model"] += mse(predicted, target)
         sums["lat_copy"] += mse(latents[:, meta.context_frames - 1: meta.context_frames].expand_as(target), target)
         if scorer is not None:
             instruction = store.instructions[store.episode_of(int(starts[lo]))]
-            for name, frames in (("imagined", decoded[:, -1]), ("real", real[:, -1]), ("copy_last", last[:, 0])):
+            for name, frames in (("imagined", decoded[:, -1]), ("real", real[:, -1]), ("copy_last", last_real)):
                 values[name] += scorer.values(pixels_to_uint8(frames), instruction, spec).tolist()
             values["label"] += [float(labels[int(t) + meta.execute_steps]) for t in starts[lo:lo + batch_size]]
         if b > 1:  # the same windows and noise under the next window's chunk
@@ -71,8 +71,7 @@ def prediction_errors(model: LearnedWorldModel, store: EpisodeStore, spec: Embod
             generator.set_state(noise_state)
             roll = [torch.roll(batch[k], 1, 0) for k in ("actions", "time_mask", "dim_mask")]
             other, other_pixels = pipe(context, *roll, batch["embodiment"], num_inference_steps=num_inference_steps,
-                                       generator=generator, last_pixels=pixels[:, meta.context_frames - 1],
-                                       guidance_scale=guidance_scale)
+                                       generator=generator, last_pixels=last_real, guidance_scale=guidance_scale)
             generator.set_state(after)
             sums["pix_shuffled"] += mse(other_pixels.clamp(-1, 1) / 2, real / 2)
             sums["lat_shuffled"] += mse(other, target)

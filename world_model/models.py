@@ -43,6 +43,14 @@ def canonical_actions(chunks: np.ndarray, spec: EmbodimentSpec) -> tuple[np.ndar
     return actions, time_mask, np.repeat(spec.action_mask[None], k, axis=0)
 
 
+def without_actions(actions: torch.Tensor, dim_mask: torch.Tensor,
+                    blank: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The "no action" input of action dropout and action guidance: chunk and dim mask zero where ``blank``
+    ``[B]`` is true (every item when it is None); the time mask is kept, so padding stays padding."""
+    keep = torch.zeros(actions.shape[0], dtype=torch.bool, device=actions.device) if blank is None else ~blank
+    return actions * keep[:, None, None].to(actions.dtype), dim_mask * keep[:, None].to(dim_mask.dtype)
+
+
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding ``[B, dim]`` of flow times ``t [B]`` in [0, 1]."""
     half = dim // 2

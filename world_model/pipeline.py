@@ -126,6 +126,7 @@ class WorldModelPipeline(DiffusionPipeline):
         ``noise_scale`` < 1 starts the flow nearer its mean (0: one deterministic, lower-error future).
         ``guidance_scale`` w != 1: velocity = v(no action) + w (v(action) - v(no action)), both in one batched
         forward (classifier-free guidance on the action; the model must have been trained with action dropout)."""
+        from world_model.models import without_actions
         steps = num_inference_steps or self.meta.num_inference_steps
         guidance = self.meta.guidance_scale if guidance_scale is None else float(guidance_scale)
         b, _, c, h, w = context.shape
@@ -137,10 +138,11 @@ class WorldModelPipeline(DiffusionPipeline):
             if guidance == 1.0:
                 velocity = self.transformer(latents, context, actions, time_mask, dim_mask, embodiment, t)
             else:
+                none, no_dims = without_actions(actions, dim_mask)
                 both = self.transformer(torch.cat([latents, latents]), torch.cat([context, context]),
-                                        torch.cat([actions, torch.zeros_like(actions)]), torch.cat([time_mask, time_mask]),
-                                        torch.cat([dim_mask, torch.zeros_like(dim_mask)]),
-                                        torch.cat([embodiment, embodiment]), torch.cat([t, t]))
+                                        torch.cat([actions, none]), torch.cat([time_mask, time_mask]),
+                                        torch.cat([dim_mask, no_dims]), torch.cat([embodiment, embodiment]),
+                                        torch.cat([t, t]))
                 conditional, unconditional = both.chunk(2)
                 velocity = unconditional + guidance * (conditional - unconditional)
             latents = self.scheduler.step(velocity, timestep, latents, return_dict=False)[0]

@@ -272,8 +272,7 @@ class ProgressDataModule(L.LightningDataModule):
                                   f"record rollouts with `vla-stack run --record STORE.zarr` (Fetch: --env_kwargs "
                                   f"'{{reward_type: dense}}')")
             self.labels.append(returns(store.lowdim("reward"), store.episode_ends, self.gamma))
-            held = min(self.val_episodes, store.n_episodes - 1)
-            cut = int(store.episode_ends[store.n_episodes - held - 1])
+            cut = self._held_out_from(store)
             if self.real_frames:
                 self.train_items += [(j, t) for t in range(cut)]
                 self.val_items += [(j, t) for t in range(cut, store.n_frames)]
@@ -283,6 +282,11 @@ class ProgressDataModule(L.LightningDataModule):
         train_labels = np.concatenate([self.labels[j][[it[1] for it in self.train_items if it[0] == j]]
                                        for j in range(len(stores))])
         self.label_mean, self.label_std = float(train_labels.mean()), float(train_labels.std() + 1e-6)
+
+    def _held_out_from(self, store) -> int:
+        """The first frame of ``store``'s held-out episodes (its last ``val_episodes``, at least one kept)."""
+        held = min(self.val_episodes, store.n_episodes - 1)
+        return int(store.episode_ends[store.n_episodes - held - 1])
 
     def _imagine(self, stores, specs) -> list[np.ndarray]:
         """The imagined last frames of every ``imagine_stride``-th window per store; adds their items."""
@@ -308,8 +312,7 @@ class ProgressDataModule(L.LightningDataModule):
                     np.save(tmp, frames)
                     tmp.replace(cache)
             imagined.append(frames)
-            held = min(self.val_episodes, store.n_episodes - 1)
-            cut = int(store.episode_ends[store.n_episodes - held - 1])
+            cut = self._held_out_from(store)
             for i, t in enumerate(starts + model.execute_steps):
                 (self.train_items if t < cut else self.val_items).append((j, int(t), i))
         return imagined

@@ -26,7 +26,7 @@ from components.episode_store import EpisodeStore
 from components.errors import ConfigError
 from components.training import ExportsOnCheckpoint
 from world_model.base import predicted_steps
-from world_model.models import canonical_actions
+from world_model.models import canonical_actions, without_actions
 from world_model.pipeline import WorldModelMeta, build_pipeline, frames_to_pixels
 
 
@@ -270,9 +270,8 @@ class WorldModelModule(ExportsOnCheckpoint, L.LightningModule):
         noisy = t.view(b, 1, 1, 1, 1) * noise + (1 - t.view(b, 1, 1, 1, 1)) * target
         actions, dim_mask = batch["actions"], batch["dim_mask"]
         if self.training and self.hparams.action_dropout > 0:  # the action-free velocity that guidance needs
-            keep = torch.rand(b, device=latents.device) >= self.hparams.action_dropout
-            actions = actions * keep[:, None, None].to(actions.dtype)
-            dim_mask = dim_mask * keep[:, None].to(dim_mask.dtype)
+            actions, dim_mask = without_actions(actions, dim_mask,
+                                                torch.rand(b, device=latents.device) < self.hparams.action_dropout)
         velocity = self.transformer(noisy, context, actions, batch["time_mask"], dim_mask, batch["embodiment"], t)
         flow = F.mse_loss(velocity, noise - target)
         autoencoder = out["reconstruction"] + self.hparams.kl_weight * out["kl"] if "reconstruction" in out else 0.0
