@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.action_space import ACTION_DIM, MAX_HORIZON
+from components.odometry import strided_cnn
 
 
 @dataclass
@@ -61,12 +62,17 @@ class DiTConfig:
     motion_slots: tuple[str, ...] = ("wp_x", "wp_y", "wp_cos", "wp_sin")  # canonical slots its head regresses
     motion_horizon: int = 8  # chunk steps its head regresses
     motion_loss_weight: float = 1.0  # of the head's loss, beside the flow loss
+    motion_history: int = 0  # frame pairs the motion history reads (components/odometry.py; 0: none)
+    motion_history_stride: int = 2  # control steps between its frames
+    motion_history_size: tuple[int, int] = (45, 80)  # (height, width) its frames are resized to
+    motion_history_channels: int = 32
 
     def __post_init__(self):
         self.slot_adapter = tuple(self.slot_adapter)
         self.motion_adapter = tuple(self.motion_adapter)
         self.motion_size = tuple(self.motion_size)
         self.motion_slots = tuple(self.motion_slots)
+        self.motion_history_size = tuple(self.motion_history_size)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Tensor:
@@ -146,15 +152,8 @@ class MotionAdapter(nn.Module):
         super().__init__()
         self.size = tuple(size)
         c = channels
-        layers, cin = [], 3 * (2 * cameras - 1)
-        for cout, k in ((c, 5), (2 * c, 3), (2 * c, 3), (2 * c, 3)):
-            layers += [nn.Conv2d(cin, cout, k, stride=2, padding=k // 2), nn.GroupNorm(8, cout), nn.SiLU()]
-            cin = cout
-        self.cnn = nn.Sequential(*layers)
-        h, w = self.size
-        for _ in range(4):
-            h, w = (h + 1) // 2, (w + 1) // 2
-        self.trunk = nn.Sequential(nn.Flatten(), nn.Linear(cin * h * w, 256), nn.SiLU())
+        self.cnn, features = strided_cnn(3 * (2 * cameras - 1), (c, 2 * c, 2 * c, 2 * c), self.size)
+        self.trunk = nn.Sequential(nn.Flatten(), nn.Linear(features, 256), nn.SiLU())
         self.trajectory = nn.Linear(256, trajectory)
         self.out = nn.Linear(256 + trajectory, out)
         nn.init.zeros_(self.out.weight)  # starts as no adapter
@@ -199,6 +198,11 @@ class DiT(nn.Module):
             self.register_buffer("motion_slot_index", torch.as_tensor(slot_indices(cfg.motion_slots)), persistent=False)
             self.motion_adapter = MotionAdapter(len(cfg.motion_adapter), cfg.motion_size, cfg.motion_channels, 2 * h,
                                                 cfg.motion_horizon * len(cfg.motion_slots))
+        if cfg.motion_history:
+            from components.odometry import MotionHistory
+            # the `video` embodiment's waypoints: not part of the flow network (components/odometry.py)
+            self.motion_history = MotionHistory(cfg.motion_history, cfg.motion_history_size,
+                                                cfg.motion_history_channels, cfg.motion_horizon)
         self.final_norm = nn.LayerNorm(h, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(h, 2 * h))
         self.final = nn.Linear(h, d)

@@ -186,6 +186,25 @@ class Policy:
                 out[i] = LimitedChunks(*specs[i].limit_actions(raw))
         return out
 
+    @property
+    def motion_history(self):
+        """The decoder's motion history (components/odometry.py: the `video` embodiment's waypoints), or None."""
+        return getattr(self.vla.decoder, "motion_history", None)
+
+    @torch.no_grad()
+    def motion_waypoints(self, clips: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """``clips`` uint8 ``[B, pairs + 1, H, W, 3]`` (oldest first) and ``valid`` bool ``[B, pairs + 1]`` ->
+        waypoints ``[B, horizon, 4]`` (x_forward_m, y_left_m, cos, sin) from the motion history."""
+        from components.processor import resize_image
+
+        net = self.motion_history
+        if net is None:
+            raise UsageError("this checkpoint's decoder has no motion history (decoder.motion_history)")
+        h, w = net.size
+        x = np.stack([[resize_image(f, h, w).transpose(2, 0, 1) for f in clip] for clip in clips])
+        wp, _ = net(torch.from_numpy(x), torch.from_numpy(np.asarray(valid, bool)))
+        return wp.float().numpy()
+
     def describe(self) -> str:
         cfg = self.vla.config
         n = sum(p.numel() for p in self.vla.parameters())

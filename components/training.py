@@ -24,7 +24,8 @@ def export_pretrained(vla: VLA, processor: VLAProcessor, directory: str | Path) 
     return directory
 
 
-ADDABLE = ("decoder.readout_proj.", "decoder.readout.", "decoder.slot_adapter.", "decoder.motion_adapter.")  # modules init_from may add
+ADDABLE = ("decoder.readout_proj.", "decoder.readout.", "decoder.slot_adapter.", "decoder.motion_adapter.",
+           "decoder.motion_history.")  # modules init_from may add
 
 
 PARTS = ("backbone", "decoder")

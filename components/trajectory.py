@@ -12,6 +12,7 @@ shows the frame at t, camera ``past`` the frame at ``t - past_frame_s``, one pre
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -71,6 +72,15 @@ class TrajectoryPredictor:
                              f"video gives the frame at t (the first camera) and, with past_frame_s, '{PAST_CAMERA}'")
 
     @property
+    def predicted_by(self) -> str:
+        """What gives the waypoints: the decoder's motion history (components/odometry.py) or its flow sampler."""
+        net = self.policy.motion_history
+        if net is None:
+            return "flow decoder (front and past cameras)"
+        stride = self.policy.vla.config.decoder.motion_history_stride
+        return f"motion history ({net.pairs + 1} frames {stride / self.hz:g} s apart)"
+
+    @property
     def hz(self) -> float:
         return self.spec.control_hz
 
@@ -91,17 +101,37 @@ class TrajectoryPredictor:
         def past_view(frame) -> np.ndarray | None:
             return letterbox(frame_rgb(frame), past.height, past.width) if past else None
 
+        net = self.policy.motion_history
+        span = net.pairs * self.policy.vla.config.decoder.motion_history_stride if net is not None else 0
+        recent: deque = deque(maxlen=span + 1)  # the current views of the last `span` grid times
         pending = []
         for grid in grid_frames(video.frames(), self.hz, self.past_s, view, past_view):
+            recent.append(grid.current[0])
             if keep is None or keep(grid.t_s):
-                pending.append(grid)
+                pending.append((grid, self._clip(recent, net) if net is not None else None))
             if len(pending) == self.batch_size:
                 yield from self._run(pending)
                 pending = []
         if pending:
             yield from self._run(pending)
 
-    def _run(self, grids: list) -> list[FramePrediction]:
+    def _clip(self, recent: deque, net) -> tuple[np.ndarray, np.ndarray]:
+        """The motion history's clip (oldest first) and which of its frames the video has: like training's
+        (components/motion_training.py), a time before the first frame shows the first frame, marked invalid."""
+        stride = self.policy.vla.config.decoder.motion_history_stride
+        back = stride * np.arange(net.pairs, -1, -1)
+        valid = back < len(recent)
+        frames = [recent[-1 - b] if ok else recent[0] for b, ok in zip(back, valid)]
+        return np.stack(frames), valid
+
+    def _run(self, pending: list) -> list[FramePrediction]:
+        grids = [g for g, _ in pending]
+        if pending[0][1] is not None:  # the decoder's motion history predicts the waypoints
+            clips = np.stack([c for _, (c, _) in pending])
+            valid = np.stack([v for _, (_, v) in pending])
+            waypoints = self.policy.motion_waypoints(clips, valid)
+            return [FramePrediction(g.index, g.t_s, g.source, g.past_source, w, g.current[1])
+                    for g, w in zip(grids, waypoints)]
         requests = []
         for g in grids:
             images = {self.current_camera.name: g.current[0]}

@@ -100,6 +100,7 @@ def predict_trajectory(video: str, policy: str, out: str, overlay: str | None = 
               "container_fps": info.average_fps, "width": info.width, "height": info.height,
               "source_frames": decoded.decoded, "skipped_frames": decoded.skipped,
               "frame_interval_s": 1 / predictor.hz, "past_frame_s": spec.past_frame_s,
+              "predicted_by": predictor.predicted_by,
               "cameras": [[c.name, c.height, c.width] for c in spec.cameras],
               "instruction": predictor.instruction, "policy": str(policy), "embodiment": spec.name,
               "seed": seed, "batch_size": batch_size, "model_frames_per_s": len(frames) / max(elapsed, 1e-9),
