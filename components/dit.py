@@ -202,7 +202,8 @@ class DiT(nn.Module):
             from components.odometry import MotionHistory
             # the `video` embodiment's waypoints: not part of the flow network (components/odometry.py)
             self.motion_history = MotionHistory(cfg.motion_history, cfg.motion_history_size,
-                                                cfg.motion_history_channels, cfg.motion_horizon)
+                                                cfg.motion_history_channels, cfg.motion_horizon,
+                                                stride=cfg.motion_history_stride)
         self.final_norm = nn.LayerNorm(h, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(h, 2 * h))
         self.final = nn.Linear(h, d)

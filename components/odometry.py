@@ -43,13 +43,14 @@ def compose(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class MotionHistory(nn.Module):
-    """``clip`` uint8 ``[B, pairs + 1, 3, h, w]`` (oldest first) and ``valid`` bool ``[B, pairs + 1]`` ->
+    """``clip`` uint8 ``[B, pairs + 1, 3, h, w]`` (oldest first, ``stride`` control steps apart) and ``valid`` bool ``[B, pairs + 1]`` ->
     waypoints ``[B, horizon, 4]`` (x_forward_m, y_left_m, cos, sin in the newest frame's ground frame) and
     the odometry ``[B, pairs, 3]`` of each neighbouring pair (normalized by ``pair_scale``)."""
 
-    def __init__(self, pairs: int, size: tuple[int, int], channels: int, horizon: int, hidden: int = 256):
+    def __init__(self, pairs: int, size: tuple[int, int], channels: int, horizon: int, hidden: int = 256,
+                 stride: int = 2):
         super().__init__()
-        self.pairs, self.size, self.horizon = pairs, tuple(size), horizon
+        self.pairs, self.size, self.horizon, self.stride = pairs, tuple(size), horizon, stride
         self.lags = tuple(k for k in LAGS if k <= pairs)
         c = channels
         self.cnn, features = strided_cnn(9, (c, 2 * c, 2 * c, 4 * c), self.size)  # older, newer, newer - older

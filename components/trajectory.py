@@ -20,6 +20,7 @@ import numpy as np
 
 from components.embodiment import PAST_CAMERA, EmbodimentSpec
 from components.errors import UsageError
+from components.processor import resize_image
 from components.video_io import DecodedVideo, frame_rgb, grid_frames, letterbox
 
 VIDEO_EMBODIMENT = "video"
@@ -77,8 +78,7 @@ class TrajectoryPredictor:
         net = self.policy.motion_history
         if net is None:
             return "flow decoder (front and past cameras)"
-        stride = self.policy.vla.config.decoder.motion_history_stride
-        return f"motion history ({net.pairs + 1} frames {stride / self.hz:g} s apart)"
+        return f"motion history ({net.pairs + 1} frames {net.stride / self.hz:g} s apart)"
 
     @property
     def hz(self) -> float:
@@ -102,11 +102,12 @@ class TrajectoryPredictor:
             return letterbox(frame_rgb(frame), past.height, past.width) if past else None
 
         net = self.policy.motion_history
-        span = net.pairs * self.policy.vla.config.decoder.motion_history_stride if net is not None else 0
-        recent: deque = deque(maxlen=span + 1)  # the current views of the last `span` grid times
+        # the current views of the last `pairs x stride` grid times, resized once to the motion history's size
+        recent: deque = deque(maxlen=net.pairs * net.stride + 1 if net is not None else 1)
         pending = []
         for grid in grid_frames(video.frames(), self.hz, self.past_s, view, past_view):
-            recent.append(grid.current[0])
+            if net is not None:
+                recent.append(resize_image(grid.current[0], *net.size))
             if keep is None or keep(grid.t_s):
                 pending.append((grid, self._clip(recent, net) if net is not None else None))
             if len(pending) == self.batch_size:
@@ -118,8 +119,7 @@ class TrajectoryPredictor:
     def _clip(self, recent: deque, net) -> tuple[np.ndarray, np.ndarray]:
         """The motion history's clip (oldest first) and which of its frames the video has: like training's
         (components/motion_training.py), a time before the first frame shows the first frame, marked invalid."""
-        stride = self.policy.vla.config.decoder.motion_history_stride
-        back = stride * np.arange(net.pairs, -1, -1)
+        back = net.stride * np.arange(net.pairs, -1, -1)
         valid = back < len(recent)
         frames = [recent[-1 - b] if ok else recent[0] for b, ok in zip(back, valid)]
         return np.stack(frames), valid
