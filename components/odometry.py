@@ -83,6 +83,12 @@ class MotionHistory(nn.Module):
             raise ValueError(f"motion history: the clip has {n} frames, this model reads {self.pairs + 1}")
         older, newer = clip[:, :-1].flatten(0, 1), clip[:, 1:].flatten(0, 1)
         odometry = self.odometry(older, newer).view(b, self.pairs, 3)
+        return self.waypoints(odometry, valid), odometry
+
+    def waypoints(self, odometry: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The pairs' normalized odometry ``[B, pairs, 3]`` and the clip's ``valid`` ``[B, pairs + 1]`` -> waypoints
+        ``[B, horizon, 4]`` (a stream computes each pair's odometry once and reuses it: components/trajectory.py)."""
+        b = len(odometry)
         pair_valid = valid[:, :-1].to(odometry.dtype)[..., None]  # a pair moves only if its older frame exists
         # the odometry learns from the pairs' true motion only, the MLP from the waypoints: trained end to end,
         # the waypoint loss pulled the odometry off (heldout ADE 0.343 m against 0.315 m kept apart; docs/RESULTS.md)
@@ -90,5 +96,4 @@ class MotionHistory(nn.Module):
         reach = valid[:, [self.pairs - k for k in self.lags]].to(odometry.dtype)
         out = self.mlp(torch.cat([hist.view(b, len(self.lags), 4), reach[..., None]], dim=2).flatten(1))
         out = out.view(b, self.horizon, 3)
-        waypoints = torch.cat([out[..., :2], torch.cos(out[..., 2:]), torch.sin(out[..., 2:])], dim=-1)
-        return waypoints, odometry
+        return torch.cat([out[..., :2], torch.cos(out[..., 2:]), torch.sin(out[..., 2:])], dim=-1)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
+import torch
 
 from components.embodiment import PAST_CAMERA, EmbodimentSpec
 from components.errors import UsageError
@@ -102,34 +103,22 @@ class TrajectoryPredictor:
             return letterbox(frame_rgb(frame), past.height, past.width) if past else None
 
         net = self.policy.motion_history
-        # the current views of the last `pairs x stride` grid times, resized once to the motion history's size
-        recent: deque = deque(maxlen=net.pairs * net.stride + 1 if net is not None else 1)
+        stream = OdometryStream(net, self.batch_size) if net is not None else None
         pending = []
         for grid in grid_frames(video.frames(), self.hz, self.past_s, view, past_view):
-            if net is not None:
-                recent.append(resize_image(grid.current[0], *net.size))
+            index = stream.append(resize_image(grid.current[0], *net.size)) if stream is not None else None
             if keep is None or keep(grid.t_s):
-                pending.append((grid, self._clip(recent, net) if net is not None else None))
+                pending.append((grid, index))
             if len(pending) == self.batch_size:
-                yield from self._run(pending)
+                yield from self._run(pending, stream)
                 pending = []
         if pending:
-            yield from self._run(pending)
+            yield from self._run(pending, stream)
 
-    def _clip(self, recent: deque, net) -> tuple[np.ndarray, np.ndarray]:
-        """The motion history's clip (oldest first) and which of its frames the video has: like training's
-        (components/motion_training.py), a time before the first frame shows the first frame, marked invalid."""
-        back = net.stride * np.arange(net.pairs, -1, -1)
-        valid = back < len(recent)
-        frames = [recent[-1 - b] if ok else recent[0] for b, ok in zip(back, valid)]
-        return np.stack(frames), valid
-
-    def _run(self, pending: list) -> list[FramePrediction]:
+    def _run(self, pending: list, stream: OdometryStream | None) -> list[FramePrediction]:
         grids = [g for g, _ in pending]
-        if pending[0][1] is not None:  # the decoder's motion history predicts the waypoints
-            clips = np.stack([c for _, (c, _) in pending])
-            valid = np.stack([v for _, (_, v) in pending])
-            waypoints = self.policy.motion_waypoints(clips, valid)
+        if stream is not None:  # the decoder's motion history predicts the waypoints
+            waypoints = stream.waypoints([i for _, i in pending])
             return [FramePrediction(g.index, g.t_s, g.source, g.past_source, w, g.current[1])
                     for g, w in zip(grids, waypoints)]
         requests = []
@@ -141,6 +130,58 @@ class TrajectoryPredictor:
         chunks = self.policy.sample_batch(requests, seeds=[self.seed + g.index for g in grids])
         return [FramePrediction(g.index, g.t_s, g.source, g.past_source, c.chunks[0], g.current[1])
                 for g, c in zip(grids, chunks)]
+
+
+class OdometryStream:
+    """The motion history over a stream of views: each neighbouring pair's odometry is computed once, in
+    batches of ``batch_size`` pairs, and reused by every clip that holds it (one pair per view instead of
+    ``pairs``). A clip is the one training reads (components/motion_training.py): views ``stride`` grid
+    steps apart, those before the first view marked invalid (their pairs move nothing)."""
+
+    def __init__(self, net, batch_size: int):
+        self.net, self.batch_size = net, batch_size
+        self.views: deque = deque(maxlen=net.stride + batch_size + 1)  # (index, uint8 [3, h, w])
+        self.todo: list[int] = []  # views whose pair (index - stride, index) has no odometry yet
+        self.odometry: dict = {}   # a pair's newer view index -> its normalized odometry [3]
+        self.count = 0
+
+    def append(self, view: np.ndarray) -> int:
+        """Adds a view (uint8 ``[h, w, 3]`` at the net's size); returns its index in the stream."""
+        index, self.count = self.count, self.count + 1
+        self.views.append((index, np.ascontiguousarray(view.transpose(2, 0, 1))))
+        if index >= self.net.stride:
+            self.todo.append(index)
+        if len(self.todo) >= self.batch_size:
+            self._flush()
+        return index
+
+    @torch.no_grad()
+    def _flush(self) -> None:
+        if not self.todo:
+            return
+        views, s = dict(self.views), self.net.stride
+        older = torch.from_numpy(np.stack([views[i - s] for i in self.todo]))
+        newer = torch.from_numpy(np.stack([views[i] for i in self.todo]))
+        self.odometry.update(zip(self.todo, self.net.odometry(older, newer)))
+        self.todo = []
+
+    @torch.no_grad()
+    def waypoints(self, indices: list[int]) -> np.ndarray:
+        """Waypoints ``[len(indices), horizon, 4]`` of the clips ending at the views ``indices`` (appended already)."""
+        self._flush()
+        net = self.net
+        zero = torch.zeros(3, dtype=net.pair_scale.dtype)
+        odometry, valid = [], []
+        for t in indices:
+            frames = t - net.stride * np.arange(net.pairs, -1, -1)  # oldest first
+            ok = frames >= 0
+            odometry.append(torch.stack([self.odometry[int(e)] if o else zero for e, o in zip(frames[1:], ok[:-1])]))
+            valid.append(ok)
+        # later clips end at count or after: their oldest pair ends at count - (pairs - 1) * stride
+        oldest = self.count - (net.pairs - 1) * net.stride
+        for k in [k for k in self.odometry if k < oldest]:
+            del self.odometry[k]
+        return net.waypoints(torch.stack(odometry), torch.from_numpy(np.stack(valid))).float().numpy()
 
 
 # ------------------------------------------------------------------------------------ projection
