@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from components.errors import ConfigError
 from components.kinematics import to_robot_frame, xz_to_xy
+from components.odometry import clip_steps
 from components.training import ExportsOnCheckpoint, load_weights
 from components.vla import VLA, load_model_config
 
@@ -44,7 +45,7 @@ class Clips(Dataset):
 
     def __getitem__(self, k: int) -> dict:
         d, i = self.d, int(self.index[k])
-        back = self.stride * np.arange(self.pairs, -1, -1)
+        back = clip_steps(self.pairs, self.stride)
         valid = d["t"][i] - back >= 0
         rows = np.maximum(i - back, d["start"][i])
         return {"clip": torch.from_numpy(d["frames"][rows]), "valid": torch.from_numpy(valid),

@@ -17,11 +17,18 @@ Frames the video does not have (before its first frame) are marked invalid and c
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 #: pair counts back from the current frame whose chained pose the MLP reads
 LAGS = (1, 2, 3, 4, 5, 7, 10, 13, 15, 20)
+
+
+def clip_steps(pairs: int, stride: int) -> np.ndarray:
+    """Control steps back from a clip's newest frame to each of its ``pairs + 1`` frames, oldest first: the
+    clip geometry training (components/motion_training.py) and streaming (components/trajectory.py) share."""
+    return stride * np.arange(pairs, -1, -1)
 
 
 def strided_cnn(cin: int, widths: tuple[int, ...], size: tuple[int, int]) -> tuple[nn.Sequential, int]:

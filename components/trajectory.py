@@ -21,6 +21,7 @@ import torch
 
 from components.embodiment import PAST_CAMERA, EmbodimentSpec
 from components.errors import UsageError
+from components.odometry import clip_steps
 from components.processor import resize_image
 from components.video_io import DecodedVideo, frame_rgb, grid_frames, letterbox
 
@@ -173,7 +174,7 @@ class OdometryStream:
         zero = torch.zeros(3, dtype=net.pair_scale.dtype)
         odometry, valid = [], []
         for t in indices:
-            frames = t - net.stride * np.arange(net.pairs, -1, -1)  # oldest first
+            frames = t - clip_steps(net.pairs, net.stride)  # oldest first
             ok = frames >= 0
             odometry.append(torch.stack([self.odometry[int(e)] if o else zero for e, o in zip(frames[1:], ok[:-1])]))
             valid.append(ok)
